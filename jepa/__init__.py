@@ -1,0 +1,93 @@
+"""The I-JEPA core shared by training, export and the service.
+
+``load_encoder`` reads any supported model source; ``build_encoder`` makes a fresh one;
+``save_model_dir`` writes our directory format. Torch-dependent names are imported lazily, so
+``jepa.config`` and ``jepa.preprocess`` work in the torch-free ONNX Runtime service.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jepa.config import SIZES, Architecture, ModelConfig, Preprocess, Provenance
+from jepa.errors import CheckpointError, ConfigError, JepaError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from jepa.vit import Encoder
+
+__all__ = [
+    "SIZES",
+    "Architecture",
+    "CheckpointError",
+    "ConfigError",
+    "Encoder",
+    "JepaError",
+    "ModelConfig",
+    "Preprocess",
+    "Provenance",
+    "build_encoder",
+    "load_encoder",
+    "save_model_dir",
+]
+
+
+def load_encoder(
+    source: str | Path,
+    *,
+    encoder: str = "target_encoder",
+    num_heads: int | None = None,
+    device: str = "cpu",
+    verify: bool = True,
+) -> Encoder:
+    """Load a model directory, an official ``.pth.tar`` or an HF ``IJepaModel`` directory.
+
+    Official checkpoints give their ``target_encoder`` (what the paper evaluates) unless
+    ``encoder="encoder"`` asks for the context encoder; ``num_heads`` overrides the head count
+    inferred from the width. Returns the encoder in eval mode.
+    """
+    from jepa.formats import load
+
+    if encoder not in ("target_encoder", "encoder"):
+        raise ValueError(f"encoder must be 'target_encoder' or 'encoder', got {encoder!r}")
+    return load(source, encoder=encoder, num_heads=num_heads, verify=verify).to(device)  # type: ignore[arg-type]
+
+
+def build_encoder(
+    size: str = "tiny",
+    *,
+    patch_size: int = 16,
+    image_size: int = 224,
+    name: str | None = None,
+    preprocess: Preprocess | None = None,
+    **overrides: int,
+) -> Encoder:
+    """A randomly initialised encoder of a named size (``tiny`` .. ``giant``)."""
+    from jepa.config import architecture_for
+    from jepa.vit import Encoder, init_weights
+
+    arch = architecture_for(size, patch_size=patch_size, image_size=image_size, **overrides)
+    config = ModelConfig(
+        name=name or f"jepa-vit-{size}-{patch_size}-{image_size}",
+        architecture=arch,
+        preprocess=preprocess or Preprocess(resize_size=image_size),
+    )
+    model = Encoder(config)
+    init_weights(model)
+    return model.eval()
+
+
+def save_model_dir(model: Encoder, path: str | Path, config: ModelConfig | None = None) -> Path:
+    """Write ``model`` as ``config.json`` + ``model.safetensors``; see :mod:`jepa.formats.native`."""
+    from jepa.formats.native import save_model_dir as _save
+
+    return _save(model, path, config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Encoder":
+        from jepa.vit import Encoder
+
+        return Encoder
+    raise AttributeError(f"module 'jepa' has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""Image preprocessing as a model's config describes it, shared by every stage.
+
+Split in two so the service can run the slow part in a thread pool and the fast part per batch:
+``prepare_image`` (PIL, per image: orientation, colour mode, resize, crop -> ``uint8 [S, S, 3]``)
+and ``normalize`` (numpy, per batch: ``uint8 [B, S, S, 3] -> float32 [B, 3, S, S]``).
+Only numpy and Pillow are needed, so the torch-free ONNX Runtime service can use this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from jepa.config import Preprocess
+
+if TYPE_CHECKING:
+    import torch
+
+RESAMPLING: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB.
+
+    Transparent images (RGBA, LA, PA, P with a transparency key) are composited on white, as
+    Hugging Face's processors do; 16/32-bit greyscale is scaled to 8 bits rather than clipped,
+    which is what a plain ``convert("RGB")`` would do to a 16-bit PNG.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_DEPTH_MODES:
+        return _high_depth_to_rgb(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        scaled = values  # float images are taken to be on the 0..255 scale already
+    else:
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        scaled = values * (255.0 / peak)
+    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def resize_and_crop(image: Image.Image, config: Preprocess, image_size: int) -> Image.Image:
+    """Resize as ``config`` says and return an ``image_size`` x ``image_size`` RGB image."""
+    resample = RESAMPLING[config.interpolation]
+    if config.resize == "squash":
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), resample=resample)
+        return image
+    short = config.resize_size or image_size
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample=resample)
+    left = round((new_w - image_size) / 2.0)
+    top = round((new_h - image_size) / 2.0)
+    if (left, top, new_w, new_h) != (0, 0, image_size, image_size):
+        image = image.crop((left, top, left + image_size, top + image_size))
+    return image
+
+
+def prepare_image(image: Image.Image, config: Preprocess, image_size: int) -> np.ndarray:
+    """One PIL image -> ``uint8 [S, S, 3]``: EXIF orientation, RGB, resize, crop."""
+    image = ImageOps.exif_transpose(image)
+    image = resize_and_crop(to_rgb(image), config, image_size)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def normalize(batch: np.ndarray, config: Preprocess) -> np.ndarray:
+    """``uint8 [B, S, S, 3] -> float32 [B, 3, S, S]``: scale to [0, 1], subtract mean, divide by std."""
+    x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+    x *= np.float32(1.0 / 255.0)
+    x -= np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    x /= np.asarray(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return x
+
+
+def preprocess_batch(images: Sequence[Image.Image], config: Preprocess, image_size: int) -> torch.Tensor:
+    """PIL images -> the normalised ``[B, 3, S, S]`` torch tensor."""
+    import torch
+
+    if not images:
+        raise ValueError("preprocess_batch needs at least one image")
+    return torch.from_numpy(normalize(np.stack([prepare_image(im, config, image_size) for im in images]), config))
