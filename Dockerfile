@@ -1,0 +1,83 @@
+# syntax=docker/dockerfile:1
+# The jepa-embed service image: ONNX Runtime serving, no PyTorch inside.
+#
+#   docker build -t jepa-embed .                 # CPU image (the default target, `runtime`)
+#   docker build -t jepa-embed:gpu \
+#     --build-arg RUNTIME_BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#     --build-arg ORT_PACKAGE="onnxruntime-gpu>=1.17" .
+#
+# Stage `export` installs CPU PyTorch, builds the project's wheel and exports the default model
+# to ONNX; stage `runtime` installs the wheel without dependencies, the runtime requirements
+# (deploy/requirements-runtime.txt: pyproject's dependencies minus torch) and ONNX Runtime, and
+# copies the exported model directory (made world-readable: the service runs as uid 10001).
+# pip itself is removed from the final venv. Mount other models under /models, set JEPA_MODEL.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG RUNTIME_BASE=${PYTHON_IMAGE}
+
+FROM ${PYTHON_IMAGE} AS export
+# PyTorch's CPU wheel index: PyPI's default torch is a multi-GB CUDA build, needed nowhere here.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0
+# The model directory under models/ that is exported and baked in, and extra export flags
+# (e.g. "--fp16 --int8 --uint8-input").
+ARG DEFAULT_MODEL=ijepa-vit-tiny-cifar10
+ARG EXPORT_FLAGS=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv \
+    && pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY jepa ./jepa
+COPY export ./export
+COPY service ./service
+# The project itself (its ranges are in pyproject.toml), then its wheel for the runtime stage.
+# hadolint ignore=DL3013
+RUN pip install ".[export]" \
+    && pip wheel --no-deps --wheel-dir /wheels .
+COPY models/${DEFAULT_MODEL} /src/models/${DEFAULT_MODEL}
+RUN python -m export "models/${DEFAULT_MODEL}" --out "/models/${DEFAULT_MODEL}" --no-progress ${EXPORT_FLAGS} \
+    && test -f "/models/${DEFAULT_MODEL}/model.onnx" \
+    && chmod -R a+rX /models
+
+FROM ${RUNTIME_BASE} AS runtime
+# ONNX Runtime build to serve with: pyproject's `onnx` extra, or its `gpu` extra for CUDA images.
+ARG ORT_PACKAGE="onnxruntime>=1.17"
+# Anything else to install, e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# for a GPU image that also offers the torch backend.
+ARG EXTRA_PIP_ARGS=""
+ARG DEFAULT_MODEL=ijepa-vit-tiny-cifar10
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
+# CUDA base images ship no Python: install Debian/Ubuntu's when the base has none.
+# hadolint ignore=DL3008
+RUN if ! command -v python3 >/dev/null; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends python3 python3-venv \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 -m venv /opt/venv \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jepa
+COPY deploy/requirements-runtime.txt /tmp/requirements-runtime.txt
+COPY --from=export /wheels /tmp/wheels
+RUN pip install -r /tmp/requirements-runtime.txt "${ORT_PACKAGE}" ${EXTRA_PIP_ARGS} \
+    && pip install --no-deps /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels /tmp/requirements-runtime.txt \
+    && pip uninstall -y pip setuptools
+COPY --from=export /models/${DEFAULT_MODEL} /models/${DEFAULT_MODEL}
+COPY deploy/healthcheck.py /opt/jepa/healthcheck.py
+ENV JEPA_MODEL=/models/${DEFAULT_MODEL} \
+    JEPA_BACKEND=onnxruntime \
+    JEPA_HOST=0.0.0.0 \
+    JEPA_PORT=8000
+WORKDIR /opt/jepa
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["python", "/opt/jepa/healthcheck.py"]
+ENTRYPOINT ["jepa-serve"]
