@@ -21,7 +21,7 @@ from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions, decode_all
 from service.encode import ModelFacts, encode, gather_arrays, negotiate
-from service.errors import ApiError, ClientClosed, install_handlers, status_of
+from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
@@ -142,9 +142,8 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             body, media = encode(kind, gather_arrays(results, options), state.facts, options)
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
-            outcome = e.type if status_of(e) < 500 or isinstance(e, ClientClosed) else f"{status_of(e)}_{e.type}"
-            m.requests.labels(outcome).inc()
-            m.images.labels(outcome).inc(count)
+            m.requests.labels(e.type).inc()
+            m.images.labels(e.type).inc(count)
             raise
         except Exception:
             m.requests.labels("internal_error").inc()
@@ -163,12 +162,12 @@ async def wait_or_disconnect(request: Request, futures: list[asyncio.Future[Resu
     gathered = asyncio.gather(*futures)
     watcher = asyncio.create_task(_disconnected(request))
     try:
-        await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
         if not gathered.done():
-            gathered.cancel()
-    if gathered.cancelled():
+            gathered.cancel()  # cancels every image's future: the batcher skips them
+    if gathered not in done:
         raise ClientClosed("the client disconnected before the result was ready")
     return gathered.result()
 

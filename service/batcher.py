@@ -64,6 +64,7 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._hurry = False  # set when draining: stop waiting for batches to fill
         self._task: asyncio.Task[None] | None = None
 
     # -- the caller's side --
@@ -109,6 +110,11 @@ class Batcher:
         self._task = asyncio.create_task(self._loop(), name="jepa-batcher")
         self._task.add_done_callback(self._on_loop_exit)
 
+    def hurry(self) -> None:
+        """Run what is queued without waiting ``max_wait`` for company (used while draining)."""
+        self._hurry = True
+        self._wakeup.set()
+
     async def close(self, timeout_s: float) -> None:
         """Stop admitting, finish what is queued (up to ``timeout_s``), then release the threads."""
         self._closing = True
@@ -153,22 +159,27 @@ class Batcher:
 
     async def _collect(self) -> list[_Item] | None:
         """Wait for at least one live item, then (with ``max_wait``) for a full batch or the deadline."""
-        while not self._drop_cancelled():
-            if self._closing:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        deadline = self._queue[0].enqueued + self.limits.max_wait_s
-        while len(self._queue) < self.limits.max_batch_size and not self._closing:
+        while True:
+            while not self._drop_cancelled():
+                if self._closing:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._fill(deadline=self._queue[0].enqueued + self.limits.max_wait_s)
+            items = self._take(self.limits.max_batch_size)
+            if items:  # empty when every waiting client left during the wait
+                return items
+
+    async def _fill(self, deadline: float) -> None:
+        while len(self._queue) < self.limits.max_batch_size and not (self._closing or self._hurry):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                break
+                return
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except asyncio.TimeoutError:
-                break
-        return self._take(self.limits.max_batch_size)
+                return
 
     def _drop_cancelled(self) -> bool:
         """Drop items at the head whose client left; True when a live item is queued."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -133,7 +134,9 @@ def export_onnx(model_dir: Path, out: Path) -> Path:
 
     size = encoder.config.image_size
     axes = {name: {0: "batch"} for name in ("pixel_values", "patch_embeddings", "global_embedding")}
-    torch.onnx.export(
+    with warnings.catch_warnings():  # the tracer's notes about shape checks that are constant here
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
         Graph(), (torch.zeros(2, 3, size, size),), str(out), input_names=["pixel_values"],
         output_names=["patch_embeddings", "global_embedding"], dynamic_axes=axes, opset_version=17, dynamo=False,
     )  # fmt: skip
