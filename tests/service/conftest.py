@@ -115,31 +115,39 @@ def start_subprocess(
 # -- ONNX model directories --
 
 
-def export_onnx(model_dir: Path, out: Path) -> Path:
-    """The tiny model as ``model.onnx`` per the project contract (fp32, dynamic batch, named outputs)."""
+def export_onnx(model_dir: Path, out: Path, uint8_input: bool = False) -> Path:
+    """The tiny model as ``model.onnx`` per the project contract (fp32, dynamic batch, named outputs);
+    with ``uint8_input`` as ``model.uint8.onnx`` (raw RGB ``images [B, S, S, 3]``, normalised inside)."""
     import torch
 
     import jepa
 
     encoder = jepa.load_encoder(model_dir)
+    pre = encoder.config.preprocess
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
 
     class Graph(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
 
-        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            tokens = self.encoder(pixel_values)  # [B, N, D]
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if uint8_input:
+                x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            tokens = self.encoder(x)  # [B, N, D]
             return tokens, tokens.mean(dim=1)
 
     size = encoder.config.image_size
-    axes = {name: {0: "batch"} for name in ("pixel_values", "patch_embeddings", "global_embedding")}
+    name = "images" if uint8_input else "pixel_values"
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8) if uint8_input else torch.zeros(2, 3, size, size)
+    axes = {n: {0: "batch"} for n in (name, "patch_embeddings", "global_embedding")}
     with warnings.catch_warnings():  # the tracer's notes about shape checks that are constant here
         warnings.simplefilter("ignore")
         torch.onnx.export(
-        Graph(), (torch.zeros(2, 3, size, size),), str(out), input_names=["pixel_values"],
-        output_names=["patch_embeddings", "global_embedding"], dynamic_axes=axes, opset_version=17, dynamo=False,
-    )  # fmt: skip
+            Graph(), (example,), str(out), input_names=[name], output_names=["patch_embeddings", "global_embedding"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )  # fmt: skip
     return out
 
 
@@ -182,6 +190,7 @@ def onnx_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     for name in ("config.json", "model.safetensors"):
         shutil.copy(tiny_model_dir / name, out / name)
     export_onnx(tiny_model_dir, out / "model.onnx")
+    export_onnx(tiny_model_dir, out / "model.uint8.onnx", uint8_input=True)
     return out
 
 
