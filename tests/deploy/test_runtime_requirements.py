@@ -6,9 +6,14 @@ to pyproject.toml but not here would be missing from the image (and torch must n
 
 from __future__ import annotations
 
-from packaging.requirements import Requirement
+import ast
+import sys
+from importlib import metadata
 
-from tests.deploy.conftest import DEPLOY, read_pyproject
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.deploy.conftest import DEPLOY, REPO, read_pyproject
 
 
 def _requirements_file() -> list[Requirement]:
@@ -28,3 +33,53 @@ def test_runtime_requirements_have_no_torch_and_no_onnxruntime() -> None:
     assert "torch" not in names
     # ONNX Runtime comes from the Dockerfile's ORT_PACKAGE (CPU or GPU build, never both).
     assert not {n for n in names if n.startswith("onnxruntime")}
+
+
+def _third_party_imports(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """Top-level modules imported anywhere in ``packages`` (lazy imports too) -> files importing them."""
+    found: dict[str, set[str]] = {}
+    for package in packages:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {n.split(".")[0] for n in names}:
+                    if top not in sys.stdlib_module_names and top not in (*packages, "__future__"):
+                        found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def _with_dependencies(names: set[str]) -> set[str]:
+    """``names`` plus everything they require (per installed metadata), canonicalised."""
+    todo, seen = [canonicalize_name(n) for n in names], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for raw in requires:
+            req = Requirement(raw)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return seen
+
+
+def test_every_import_of_the_served_packages_is_installed_in_the_image() -> None:
+    """The image installs the wheel with --no-deps: a module that jepa/ or service/ imports but no
+    listed requirement provides would be missing there (torch may only be imported lazily)."""
+    provided = _with_dependencies({r.name for r in _requirements_file()} | {"onnxruntime"})
+    distributions = metadata.packages_distributions()
+    missing = {}
+    for module, files in _third_party_imports(("jepa", "service")).items():
+        dists = {canonicalize_name(d) for d in distributions.get(module, [module])}
+        if not dists & (provided | {"torch"}):
+            missing[module] = sorted(files)
+    assert missing == {}, f"imported but not in deploy/requirements-runtime.txt (nor pyproject.toml): {missing}"
