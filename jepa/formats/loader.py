@@ -38,7 +38,9 @@ def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Pa
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {s}" for k, s in expected.items() if state[k].shape != s]
     if wrong:
         raise CheckpointError(path, "shape mismatch: " + "; ".join(wrong[:5]))
-    model.load_state_dict({k: v.to(torch.float32).contiguous() for k, v in state.items()}, strict=True, assign=True)
+    # Copies, so the model owns its memory (not the caller's tensors, nor an mmap of the checkpoint file).
+    owned = {k: v.to(torch.float32, copy=True).contiguous() for k, v in state.items()}
+    model.load_state_dict(owned, strict=True, assign=True)
     return model.eval()
 
 
