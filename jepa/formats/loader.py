@@ -50,14 +50,17 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     if not weights.is_file():
         raise CheckpointError(path, "Hugging Face directory has no model.safetensors")
     try:
-        state = hf.convert_hf(load_file(weights))
+        raw = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(weights, f"unreadable safetensors file: {e}") from e
-    except ConfigError as e:
-        raise CheckpointError(weights, str(e)) from e
-    pos = state.get("pos_embed")
     try:
-        arch = hf.architecture_from_hf(_read_json_object(path / "config.json"), None if pos is None else pos.shape[1])
+        state = hf.convert_hf(raw)
+    except (ConfigError, RuntimeError) as e:  # RuntimeError: q/k/v of different shapes cannot be fused
+        raise CheckpointError(weights, str(e).splitlines()[0]) from e
+    pos = state.get("pos_embed")
+    positions = pos.shape[1] if isinstance(pos, torch.Tensor) and pos.ndim == 3 else None
+    try:
+        arch = hf.architecture_from_hf(_read_json_object(path / "config.json"), positions)
     except (ConfigError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(path / "config.json", f"unsupported Hugging Face config: {e}") from e
     processor_path = path / "preprocessor_config.json"

@@ -105,6 +105,13 @@ def test_hf_missing_value_projection(hf_dir):
     refused(hf_dir, "blocks.1.attn.qkv.weight: the separate value projection is missing", hf_dir / "model.safetensors")
 
 
+def test_hf_projections_of_different_shapes(hf_dir):
+    state = load_file(hf_dir / "model.safetensors")
+    state["encoder.layer.0.attention.attention.key.weight"] = torch.zeros(64, 10)  # cannot be fused
+    save_file(state, str(hf_dir / "model.safetensors"))
+    refused(hf_dir, "Sizes of tensors must match", hf_dir / "model.safetensors")
+
+
 def test_hf_missing_and_unexpected_keys(hf_dir):
     state = load_file(hf_dir / "model.safetensors")
     del state["layernorm.bias"]
@@ -144,6 +151,20 @@ def test_hf_processor_we_cannot_reproduce(hf_dir):
     processor["size"] = {"height": 64, "width": 64}
     (hf_dir / "preprocessor_config.json").write_text(json.dumps(processor))
     refused(hf_dir, "makes 64x64 images but the model takes 32x32", named=hf_dir / "preprocessor_config.json")
+
+
+@pytest.mark.parametrize(
+    ("processor", "problem"),
+    [
+        ({"do_rescale": False}, "do_rescale=false"),
+        ({"size": {"shortest_edge": 32}}, "shortest_edge without a centre crop"),
+        ({"size": {"shortest_edge": 32, "longest_edge": 64}}, "longest_edge"),
+        ({"resample": 9}, "unknown resample code 9"),
+    ],
+)
+def test_hf_processor_settings_we_refuse(hf_dir, processor, problem):
+    (hf_dir / "preprocessor_config.json").write_text(json.dumps(processor))
+    refused(hf_dir, problem, named=hf_dir / "preprocessor_config.json")
 
 
 # Directories that are neither format.
