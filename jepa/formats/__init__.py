@@ -35,6 +35,10 @@ def detect_format(source: str | Path) -> Format:
     if not path.exists():
         raise CheckpointError(path, "no such file or directory")
     if not path.is_dir():
+        if path.suffix == ".safetensors":
+            raise CheckpointError(
+                path, "a bare safetensors file has no config; pass its directory (ours or Hugging Face's)"
+            )
         return "meta"
     config_path = path / native.CONFIG_NAME
     if not config_path.is_file():

@@ -38,7 +38,7 @@ _RENAMES = tuple((re.compile(src), dst) for src, dst in RENAMES)
 _QKV = re.compile(_BLOCK + r"attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$")
 _QKV_ORDER = {"query": 0, "key": 1, "value": 2, "q": 0, "k": 1, "v": 2}
 
-STRIPPED_PREFIXES = ("ijepa.",)  # IJepaForImageClassification wraps the model
+STRIPPED_PREFIX = "ijepa."  # IJepaForImageClassification wraps the model
 DROPPED_PREFIXES = ("pooler.", "classifier.", "embeddings.mask_token")  # not part of the encoder's forward
 
 # PIL resampling codes used in ``preprocessor_config.json``.
@@ -61,7 +61,7 @@ def convert_hf(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     qkv: dict[str, dict[int, Any]] = {}
     for key, value in state_dict.items():
-        key = key.removeprefix(STRIPPED_PREFIXES[0])
+        key = key.removeprefix(STRIPPED_PREFIX)
         if key.startswith(DROPPED_PREFIXES):
             continue
         if m := _QKV.match(key):
@@ -135,6 +135,8 @@ def preprocess_from_hf(processor: Mapping[str, Any] | None, image_size: int) -> 
     size = {"height": size, "width": size} if isinstance(size, int) else size
     crop = p.get("crop_size") if p.get("do_center_crop") else None
     crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
+    if size.get("longest_edge") is not None:
+        raise ConfigError("size.longest_edge (aspect-preserving resize) is not supported")
     if "shortest_edge" in size:
         if crop is None:
             raise ConfigError("size.shortest_edge without a centre crop gives non-square images (not supported)")

@@ -6,7 +6,6 @@ does the I/O around them and turns every failure into a :class:`CheckpointError`
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +19,6 @@ from jepa.config import ModelConfig, Preprocess, Provenance
 from jepa.errors import CheckpointError, ConfigError
 from jepa.formats import _read_json_object, hf, meta, native
 from jepa.vit import Encoder
-
-# What torch.load raises on files that are not (complete) checkpoints.
-_TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError)
 
 
 def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Path) -> Encoder:
@@ -42,7 +38,9 @@ def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Pa
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {s}" for k, s in expected.items() if state[k].shape != s]
     if wrong:
         raise CheckpointError(path, "shape mismatch: " + "; ".join(wrong[:5]))
-    model.load_state_dict({k: v.to(torch.float32).contiguous() for k, v in state.items()}, strict=True, assign=True)
+    # Copies, so the model owns its memory (not the caller's tensors, nor an mmap of the checkpoint file).
+    owned = {k: v.to(torch.float32, copy=True).contiguous() for k, v in state.items()}
+    model.load_state_dict(owned, strict=True, assign=True)
     return model.eval()
 
 
@@ -52,14 +50,17 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     if not weights.is_file():
         raise CheckpointError(path, "Hugging Face directory has no model.safetensors")
     try:
-        state = hf.convert_hf(load_file(weights))
+        raw = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(weights, f"unreadable safetensors file: {e}") from e
-    except ConfigError as e:
-        raise CheckpointError(weights, str(e)) from e
-    pos = state.get("pos_embed")
     try:
-        arch = hf.architecture_from_hf(_read_json_object(path / "config.json"), None if pos is None else pos.shape[1])
+        state = hf.convert_hf(raw)
+    except (ConfigError, RuntimeError) as e:  # RuntimeError: q/k/v of different shapes cannot be fused
+        raise CheckpointError(weights, str(e).splitlines()[0]) from e
+    pos = state.get("pos_embed")
+    positions = pos.shape[1] if isinstance(pos, torch.Tensor) and pos.ndim == 3 else None
+    try:
+        arch = hf.architecture_from_hf(_read_json_object(path / "config.json"), positions)
     except (ConfigError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(path / "config.json", f"unsupported Hugging Face config: {e}") from e
     processor_path = path / "preprocessor_config.json"
@@ -74,11 +75,7 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
 
 def read_meta(path: Path, which: str, num_heads: int | None) -> tuple[ModelConfig, dict[str, Any]]:
     """Config and state dict of one encoder (``target_encoder`` or ``encoder``) of an official checkpoint."""
-    try:
-        # mmap keeps the optimizer state of multi-GB checkpoints on disk; only zip files support it.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except _TORCH_LOAD_ERRORS as e:
-        raise CheckpointError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+    checkpoint = _torch_load(path)
     if not meta.looks_like_meta(checkpoint):
         found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise CheckpointError(path, f"not an I-JEPA checkpoint: expected 'target_encoder' or 'encoder', found {found}")
@@ -98,3 +95,22 @@ def read_meta(path: Path, which: str, num_heads: int | None) -> tuple[ModelConfi
     provenance = Provenance(source=f"meta:{path}:{which}", weights_sha256=native.sha256_file(path))
     name = path.name.removesuffix(".tar").removesuffix(".pth")
     return ModelConfig(name=name, architecture=arch, preprocess=preprocess, provenance=provenance), state
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain containers, any failure as a CheckpointError.
+
+    Unpickling arbitrary bytes fails in many ways (UnpicklingError, KeyError, EOFError, OSError,
+    RuntimeError, UnicodeDecodeError, struct.error, ... all seen on truncated or random files), so
+    every exception is turned into one error that names the file and keeps the cause.
+    """
+    try:
+        # mmap keeps the optimizer state of multi-GB checkpoints on disk; only zip files support it.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:
+        text = " ".join(str(e).split())
+        # torch's weights-only refusal is a long text; its "Unsupported ..." part says what was refused.
+        reason = text[text.index("Unsupported") :] if "Unsupported" in text else text
+        reason = reason.split(". ")[0].split(" Check the documentation")[0][:160]
+        problem = "not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)"
+        raise CheckpointError(path, f"{problem}: {type(e).__name__}: {reason}") from e

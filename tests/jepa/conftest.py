@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
-
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
     """Perturb every parameter (LayerNorm scales and biases included), so that a swapped or
@@ -24,6 +22,8 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
 def make_hf_model() -> Callable[..., torch.nn.Module]:
     """``make_hf_model(seed, **IJepaConfig kwargs)`` -> a random ``IJepaModel`` in eval mode."""
 
+    transformers = pytest.importorskip("transformers")
+
     def make(seed: int = 0, **config: object) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = transformers.IJepaModel(transformers.IJepaConfig(**config))
@@ -37,6 +37,8 @@ def make_hf_model() -> Callable[..., torch.nn.Module]:
 def save_hf_dir() -> Callable[..., Path]:
     """``save_hf_dir(model, path, **processor kwargs)``: ``save_pretrained`` plus the matching
     image processor's ``preprocessor_config.json``, as a Hub repository holds them."""
+
+    transformers = pytest.importorskip("transformers")
 
     def save(model: torch.nn.Module, path: Path, **processor: object) -> Path:
         model.save_pretrained(path)

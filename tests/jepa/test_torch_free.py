@@ -1,0 +1,44 @@
+"""The ONNX Runtime service runs without torch: config, preprocessing and read_config must not import it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None  # any `import torch` now raises ImportError
+
+    import numpy as np
+    from PIL import Image
+
+    import jepa
+    from jepa.config import ModelConfig
+    from jepa.formats import detect_format
+    from jepa.formats.native import read_config
+    from jepa.preprocess import normalize, prepare_image
+
+    config = read_config(sys.argv[1])
+    assert isinstance(config, ModelConfig) and detect_format(sys.argv[1]) == "native"
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    batch = normalize(prepare_image(image, config.preprocess, config.image_size)[None], config.preprocess)
+    assert batch.shape == (1, 3, config.image_size, config.image_size), batch.shape
+    try:
+        jepa.load_encoder(sys.argv[1])
+    except ImportError:
+        print("torch-free ok")
+    """
+)
+
+
+def test_config_preprocess_and_read_config_need_no_torch(tiny_model_dir):
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_model_dir)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "torch-free ok"
