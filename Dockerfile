@@ -55,7 +55,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
-# CUDA base images ship no Python: install Debian/Ubuntu's when the base has none.
+COPY deploy/requirements-runtime.txt /tmp/requirements-runtime.txt
+COPY --from=export /wheels /tmp/wheels
+# One layer: the venv, its packages, and pip removed again (a later layer could not shrink it).
+# CUDA base images ship no Python: install the distribution's when the base has none.
 # hadolint ignore=DL3008
 RUN if ! command -v python3 >/dev/null; then \
         apt-get update \
@@ -63,13 +66,11 @@ RUN if ! command -v python3 >/dev/null; then \
         && rm -rf /var/lib/apt/lists/*; \
     fi \
     && python3 -m venv /opt/venv \
-    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jepa
-COPY deploy/requirements-runtime.txt /tmp/requirements-runtime.txt
-COPY --from=export /wheels /tmp/wheels
-RUN pip install -r /tmp/requirements-runtime.txt "${ORT_PACKAGE}" ${EXTRA_PIP_ARGS} \
+    && pip install -r /tmp/requirements-runtime.txt "${ORT_PACKAGE}" ${EXTRA_PIP_ARGS} \
     && pip install --no-deps /tmp/wheels/*.whl \
+    && pip uninstall -y pip setuptools \
     && rm -rf /tmp/wheels /tmp/requirements-runtime.txt \
-    && pip uninstall -y pip setuptools
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jepa
 COPY --from=export /models/${DEFAULT_MODEL} /models/${DEFAULT_MODEL}
 COPY deploy/healthcheck.py /opt/jepa/healthcheck.py
 ENV JEPA_MODEL=/models/${DEFAULT_MODEL} \

@@ -101,18 +101,30 @@ jepa.save_model_dir(model, sys.argv[1])
 PY
 }
 
-# Prints the --build-arg that points the build at a local torch CPU wheel, or nothing.
-torch_index_arg() {
-    local wheel
+# Serves a local torch CPU wheel (and its dependencies) on loopback and sets BUILD_ARGS to point
+# the build's TORCH_INDEX_URL at it; leaves BUILD_ARGS empty when there is no such wheel.
+BUILD_ARGS=()
+serve_torch_index() {
+    local wheel dir="$WORK/torch-index" port
     wheel="$(find "$TORCH_WHEEL_DIR" -maxdepth 1 -name "torch-$TORCH_VERSION+cpu-cp311-*.whl" 2>/dev/null | head -1)"
     [ -n "$wheel" ] || return 0
-    local dir="$WORK/torch-index"
     rm -rf "$dir" && mkdir -p "$dir"
     "$PYTHON" -m pip download --quiet --only-binary :all: --python-version 3.11 --implementation cp \
-        --platform manylinux_2_28_x86_64 --find-links "$TORCH_WHEEL_DIR" -d "$dir" "torch==$TORCH_VERSION+cpu" >&2
+        --platform manylinux_2_28_x86_64 --find-links "$TORCH_WHEEL_DIR" -d "$dir" "torch==$TORCH_VERSION+cpu" \
+        2>&1 | grep -v "^WARNING: Location" >&2 || true
     "$PYTHON" deploy/testing/wheel_index.py "$dir" >/dev/null
-    local port
-    port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    # A fixed port when free: the URL is a build arg, so a new one each run would defeat the layer cache.
+    port="$("$PYTHON" - <<'PY'
+import socket
+
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 38419))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+)"
     "$PYTHON" -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$WORK/index.log" 2>&1 &
     INDEX_PID=$!
     for _ in $(seq 50); do
@@ -121,21 +133,22 @@ torch_index_arg() {
         sleep 0.2
     done
     log "serving $(basename "$wheel") and its dependencies on 127.0.0.1:$port"
-    echo "--build-arg TORCH_INDEX_URL=http://127.0.0.1:$port/simple"
+    BUILD_ARGS=(--build-arg "TORCH_INDEX_URL=http://127.0.0.1:$port/simple")
 }
 
 build_image() {
-    local index_arg
-    index_arg="$(torch_index_arg)"
+    serve_torch_index
     # Debian's engine has no buildx: use the classic builder then (it honours --network host).
     docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
     log "building $IMAGE"
     local start=$SECONDS
-    # shellcheck disable=SC2086 # index_arg is empty or two words
-    docker build --network host $index_arg --target runtime -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
+    docker build --network host "${BUILD_ARGS[@]}" --target runtime -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
         || { tail -40 "$WORK/build.log" >&2; exit 1; }
     log "built $IMAGE in $((SECONDS - start)) s: $(docker image inspect --format '{{.Size}}' "$IMAGE") bytes" \
         "(base $BASE_IMAGE: $(docker image inspect --format '{{.Size}}' "$BASE_IMAGE") bytes)"
+    kill "$INDEX_PID" 2>/dev/null || true
+    wait "$INDEX_PID" 2>/dev/null || true  # 143: it ended on our SIGTERM
+    INDEX_PID=""
 }
 
 install_tools
