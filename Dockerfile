@@ -46,8 +46,8 @@ RUN python -m export "models/${DEFAULT_MODEL}" --out "/models/${DEFAULT_MODEL}" 
 FROM ${RUNTIME_BASE} AS runtime
 # ONNX Runtime build to serve with: pyproject's `onnx` extra, or its `gpu` extra for CUDA images.
 ARG ORT_PACKAGE="onnxruntime>=1.17"
-# Anything else to install, e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-# for a GPU image that also offers the torch backend.
+# Anything else to install, e.g. "torch==2.13.0" (PyPI's default torch is a CUDA build) for a GPU
+# image that also offers the torch backend.
 ARG EXTRA_PIP_ARGS=""
 ARG DEFAULT_MODEL=ijepa-vit-tiny-cifar10
 ENV PIP_NO_CACHE_DIR=1 \
