@@ -5,6 +5,8 @@
 set -euo pipefail
 
 DEST="${1:?usage: install_promtool.sh DEST}"
+mkdir -p "$DEST"
+DEST="$(cd "$DEST" && pwd)"
 if [ -x "$DEST/promtool" ]; then
     exit 0
 fi
@@ -13,6 +15,5 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }
 dpkg-deb -x prometheus_*.deb root
-mkdir -p "$DEST"
 install -m 0755 root/usr/bin/promtool "$DEST/promtool"
 "$DEST/promtool" --version | head -1
