@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: export failed: {e}", file=sys.stderr)
             return EXIT_FAILED
     print(format_table(report))
+    v = report["versions"]
+    print(
+        f"exporter {report['exporter']}, opset {report['opset']}; torch {v['torch']}, onnx {v['onnx']}, "
+        f"onnxruntime {v['onnxruntime']}, onnxscript {v['onnxscript']}"
+    )
     print(f"verified on {report['verification_images']['source']} photos; wrote {opts.out}/export.json")
     if "triton" in report:
         print(f"Triton repository: {report['triton']}")
