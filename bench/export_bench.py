@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"command: python {shlex.join(['bench/export_bench.py', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"device: {where}; torch {torch.__version__}, onnxruntime {ort.__version__} {ort.get_available_providers()}")
+    ort_device = "CUDA" if cuda and "CUDAExecutionProvider" in ort.get_available_providers() else "CPU"
+    print(f"torch runs on {'CUDA' if cuda else 'CPU'}; ORT fp32/fp16 on {ort_device}; ORT int8 on CPU")
     print("images/s (higher is better); last column = ORT fp32 / torch fp32\n")
     print(f"| model | batch | {' | '.join(COLUMNS)} | ORT/torch fp32 |")
     print("| --- | ---: |" + " ---: |" * (len(COLUMNS) + 1), flush=True)
