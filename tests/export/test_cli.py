@@ -181,6 +181,16 @@ def test_int8_refused_below_min_cosine_keeps_earlier_export(tiny_model_dir, tmp_
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # the earlier success is untouched
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--opset", "16", "--opset must be >= 17"), ("--int8-min-cos", "1.5", "--int8-min-cos must be in")],
+)
+def test_bad_option_values_are_usage_errors(tiny_model_dir, tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exc:
+        _run(tiny_model_dir, "--out", tmp_path / "out", flag, value)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_module_entry_point_help():
     result = subprocess.run(
         [sys.executable, "-m", "export", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
