@@ -105,6 +105,16 @@ def test_from_hugging_face_dir(tmp_path):
     assert abs(got - ref).max() / abs(ref).max() < 1e-4
 
 
+def test_external_data_for_every_graph(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert _run(tiny_model_dir, "--out", out, "--int8", "--fp16", "--external-data-threshold", "0") == 0
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        assert (out / f"{name}.data").stat().st_size > 500_000, name
+    report = json.loads((out / "export.json").read_text())
+    assert report["graphs"]["model.int8.onnx"]["external_data"] == "model.int8.onnx.data"
+    assert _no_staging_left(out)
+
+
 def test_images_dir_is_used(tiny_model_dir, tmp_path, photos):
     images = tmp_path / "images"
     images.mkdir()
