@@ -106,6 +106,9 @@ def save_model_dir(model: torch.nn.Module, path: str | Path, config: ModelConfig
 
 
 def _temp_path(directory: Path, name: str) -> Path:
+    """A fresh hidden file beside the final name; readable by all (mkstemp makes 0600), since model
+    directories are often served by another user (a container, Triton)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    os.fchmod(fd, 0o644)
     os.close(fd)
     return Path(tmp)
