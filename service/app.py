@@ -33,16 +33,16 @@ log = logging.getLogger("service")
 
 async def start(state: AppState) -> None:
     """Load the backend (in a thread), start the batcher, warm it with a full batch."""
-    settings = state.settings
+    s = state.settings
     loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, load_backend, settings, state.model_path)
+    backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
     config = backend.config
     norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
-    limits = BatchLimits(
-        settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue, settings.retry_after_s
-    )
+    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s)
     state.batcher = Batcher(backend, limits, norm, state.decode_pool, state.metrics)
-    state.decode_options = DecodeOptions(config.preprocess, config.image_size, settings.max_pixels, settings.jpeg_draft)
+    state.decode_options = DecodeOptions(
+        config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
+    )
     state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
     state.metrics.model.info(
         {
@@ -54,7 +54,7 @@ async def start(state: AppState) -> None:
         }
     )
     state.batcher.start()
-    if settings.warmup:
+    if s.warmup:
         await state.batcher.warmup()
     state.warmed = True
     log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
@@ -207,6 +207,7 @@ def describe(state: AppState) -> dict[str, object]:
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
             "jpeg_draft": s.jpeg_draft,
+            "jpeg_draft_margin": s.jpeg_draft_margin,
         },
         "ready": state.not_ready_reason() is None,
     }

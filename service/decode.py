@@ -2,8 +2,9 @@
 
 The header is read first (``Image.open`` parses only that), so a decompression bomb or an image
 over ``max_pixels`` is refused before any pixel is decoded. Large JPEGs are decoded at reduced
-DCT scale (Pillow ``draft``) but never below twice the size the resize needs, so the resize's
-own low-pass filter dominates the difference (measured in tests/service/test_decode.py).
+DCT scale (Pillow ``draft``) but never below ``jpeg_draft_margin`` times the size the resize
+needs, the same trade as Pillow's ``reducing_gap``: the resize's own low-pass filter dominates,
+and the prepared pixels move by a few levels at most (measured in tests/service/test_decode.py).
 Everything after that is :func:`jepa.preprocess.prepare_image`, the same code ``embed`` uses.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -32,13 +34,13 @@ class DecodeOptions:
     image_size: int
     max_pixels: int
     jpeg_draft: bool = True
+    jpeg_draft_margin: float = 4.0
 
 
 def draft_target(options: DecodeOptions) -> int:
-    """Shortest side the decoded JPEG must keep: twice what the resize produces."""
-    if options.preprocess.resize == "squash":
-        return 2 * options.image_size
-    return 2 * (options.preprocess.resize_size or options.image_size)
+    """Shortest side a drafted JPEG must keep: ``jpeg_draft_margin`` times what the resize produces."""
+    short = options.image_size if options.preprocess.resize == "squash" else options.preprocess.resize_size
+    return math.ceil(options.jpeg_draft_margin * (short or options.image_size))
 
 
 def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:

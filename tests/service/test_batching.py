@@ -49,18 +49,19 @@ def test_concurrent_requests_are_coalesced(serve, tiny_model_dir, jpeg_bytes):
         assert np.allclose(r.json()["data"][0]["embedding"], first[i % 3], rtol=1e-5, atol=1e-6)
 
 
+def timed_post(url: str, blob: bytes) -> float:
+    start = time.perf_counter()
+    assert post(url, blob).status_code == 200
+    return time.perf_counter() - start
+
+
 def test_lone_request_is_not_held_back(serve, tiny_model_dir, jpeg_bytes):
     eager = serve(tiny_model_dir, max_wait_ms=0)
-    patient = serve(tiny_model_dir, max_wait_ms=1000)
-    post(eager.url, jpeg_bytes[1])
-    start = time.perf_counter()
-    assert post(eager.url, jpeg_bytes[1]).status_code == 200
-    eager_s = time.perf_counter() - start
-    start = time.perf_counter()
-    assert post(patient.url, jpeg_bytes[1]).status_code == 200
-    patient_s = time.perf_counter() - start
-    assert patient_s >= 1.0  # max_wait really waits for company...
-    assert eager_s < 0.5, eager_s  # ...and opportunistic batching does not
+    patient = serve(tiny_model_dir, max_wait_ms=2000)
+    eager_s = min(timed_post(eager.url, jpeg_bytes[1]) for _ in range(3))  # best of 3: the machine is shared
+    patient_s = timed_post(patient.url, jpeg_bytes[1])
+    assert patient_s >= 2.0  # max_wait really waits for company...
+    assert eager_s < 1.0, eager_s  # ...and opportunistic batching does not (about 10 ms on an idle machine)
 
 
 def test_queue_full_answers_503_at_once(serve, tiny_model_dir, jpeg_bytes):

@@ -55,7 +55,7 @@ def test_missing_graph_is_a_clear_error(onnx_only_dir):
     from jepa.errors import CheckpointError
     from service.backends import load_backend
 
-    with pytest.raises(CheckpointError, match="model.fp16.onnx"):
+    with pytest.raises(CheckpointError, match=r"model\.fp16\.onnx"):
         load_backend(Settings(model="x", backend="onnxruntime", dtype="float16"), str(onnx_only_dir))
 
 
@@ -70,7 +70,9 @@ def test_service_modules_import_without_torch():
 
 
 def test_onnx_server_runs_without_torch(onnx_only_dir, tiny_encoder, jpeg_bytes):
-    proc, url = start_subprocess(["--model", str(onnx_only_dir), "--device", "cpu"], prelude=BLOCK_TORCH)
+    proc, url = start_subprocess(
+        ["--model", str(onnx_only_dir), "--device", "cpu", "--no-jpeg-draft"], prelude=BLOCK_TORCH
+    )
     try:
         info = httpx.get(url + "/info").json()
         assert info["backend"]["name"] == "onnxruntime" and info["model"] == "tiny-test"
