@@ -38,8 +38,8 @@ async def start(state: AppState) -> None:
     backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
     config = backend.config
     norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
-    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s)
-    state.batcher = Batcher(backend, limits, norm, state.decode_pool, state.metrics)
+    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
+    state.batcher = Batcher(backend, limits, norm, state.metrics)
     state.decode_options = DecodeOptions(
         config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
     )

@@ -27,6 +27,11 @@ from service.errors import ApiError, InvalidImage, PayloadTooLarge
 
 log = logging.getLogger("service")
 
+# Formats Pillow may parse here. Anything else (EPS and PDF, which hand the bytes to Ghostscript;
+# ICNS, PSD, ...) is refused: a smaller attack surface for bytes from strangers. The JPEG
+# opener also returns the multi-picture JPEGs (format "MPO") many phones write.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
 
 @dataclass(frozen=True)
 class DecodeOptions:
@@ -48,11 +53,12 @@ def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
     if not data:
         raise InvalidImage(f"image {index} is empty", index=index)
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError as e:
         raise PayloadTooLarge(f"image {index} is too large to decode: {e}", index=index) from e
     except UnidentifiedImageError as e:
-        raise InvalidImage(f"image {index} is not a recognised image format", index=index) from e
+        supported = ", ".join(FORMATS)
+        raise InvalidImage(f"image {index} is not an image in a supported format ({supported})", index=index) from e
     with image:
         width, height = image.size
         if width * height > options.max_pixels:
@@ -60,7 +66,7 @@ def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
                 f"image {index} is {width}x{height} = {width * height} pixels, over the limit of {options.max_pixels}",
                 index=index,
             )
-        if options.jpeg_draft and image.format == "JPEG":
+        if options.jpeg_draft and image.format in ("JPEG", "MPO"):
             target = draft_target(options)
             if min(width, height) >= 2 * target:
                 image.draft(None, (target, target))

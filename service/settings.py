@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         256, ge=1, description="Most images waiting for inference; beyond it requests get 503 with Retry-After."
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 answers.")
+    inference_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest one inference call may take; beyond it the batch fails and /ready latches 503 "
+        "(a hung device cannot be recovered in-process).",
+    )
     # -- request limits --
     max_images_per_request: int = Field(64, ge=1, description="Most images in one POST /embed.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 beyond).")

@@ -57,7 +57,13 @@ def bomb_png(width: int, height: int) -> bytes:
 
 def test_not_an_image(server):
     err = assert_error(post_raw(server, b"hello, this is text"), 400, "invalid_image", 0)
-    assert "not a recognised image" in err["message"]
+    assert "not an image in a supported format" in err["message"]
+
+
+def test_formats_outside_the_allow_list_are_refused(server, photos):
+    for fmt in ("PPM", "ICO", "TGA"):  # Pillow reads these; the service does not take them
+        assert_error(post_raw(server, encode(photos[1].resize((64, 48)), fmt)), 400, "invalid_image", 0)
+    assert_error(post_raw(server, b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), 400, "invalid_image", 0)
 
 
 def test_empty_bodies(server):

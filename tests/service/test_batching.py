@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -133,8 +132,7 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
     backend = CudaFaultBackend(read_config(tiny_model_dir))
 
     async def scenario() -> None:
-        pool = ThreadPoolExecutor(1)
-        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1), None, pool, Metrics.create(4))
+        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1), None, Metrics.create(4))
         batcher.start()
         with pytest.raises(InferenceFailed):
             await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)]))
@@ -142,7 +140,32 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
         with pytest.raises(NotReady):
             batcher.submit([np.zeros((32, 32, 3), np.uint8)])
         await batcher.close(1.0)
-        pool.shutdown()
 
     asyncio.run(scenario())
     assert backend.calls == 1
+
+
+class HungBackend(CudaFaultBackend):
+    """A backend whose call never comes back in time (a hung driver)."""
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        time.sleep(1.5)
+        raise AssertionError("unreachable in time")
+
+
+def test_hung_inference_times_out_and_latches(tiny_model_dir):
+    backend = HungBackend(read_config(tiny_model_dir))
+
+    async def scenario() -> float:
+        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1, inference_timeout_s=0.3), None, Metrics.create(4))
+        batcher.start()
+        start = time.perf_counter()
+        with pytest.raises(InferenceFailed):
+            await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)]))
+        elapsed = time.perf_counter() - start
+        assert type(batcher.fatal).__name__ == "InferenceTimeout"
+        await batcher.close(1.0)
+        return elapsed
+
+    assert asyncio.run(scenario()) < 1.0
