@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     def resolved_model(self) -> str:
         """The model path to load; raises ``ValueError`` with instructions when none is given or found."""
         if self.model:
+            if not Path(self.model).exists():
+                raise ValueError(f"model path {self.model} does not exist (--model / JEPA_MODEL)")
             return self.model
         for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
             candidate = base / DEFAULT_MODEL_DIR

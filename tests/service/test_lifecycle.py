@@ -53,10 +53,18 @@ def test_cli_without_model_says_how_to_pass_one(tmp_path):
     assert "--model PATH" in r.stderr and "JEPA_MODEL" in r.stderr and DEFAULT_MODEL_DIR in r.stderr
 
 
+def test_cli_with_a_missing_or_broken_model(tmp_path):
+    r = run_cli(["--model", str(tmp_path / "nope")], tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    (tmp_path / "config.json").write_text('{"format": "jepa-encoder"}')
+    r = run_cli(["--model", str(tmp_path), "--port", "0"], tmp_path)
+    assert r.returncode != 0 and "invalid config" in r.stderr and "Application startup failed" in r.stderr
+
+
 def test_cli_rejects_bad_flags_and_env(tmp_path):
-    r = run_cli(["--model", "x", "--backend", "tensorflow"], tmp_path)
+    r = run_cli(["--model", str(tmp_path), "--backend", "tensorflow"], tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr
-    r = run_cli(["--model", "x"], tmp_path, env={"JEPA_MAX_BATCH_SIZE": "0"})
+    r = run_cli(["--model", str(tmp_path)], tmp_path, env={"JEPA_MAX_BATCH_SIZE": "0"})
     assert r.returncode == 2 and "max_batch_size" in r.stderr
 
 
