@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="ONNX graph inside the model directory (model.onnx, model.fp16.onnx, model.int8.onnx, "
         "model.uint8.onnx). Default: model.fp16.onnx for dtype float16, else model.onnx.",
     )
+    tensorrt: bool = Field(
+        False,
+        description="onnxruntime on cuda: put the TensorRT execution provider first (it builds engines at "
+        "start-up, which takes minutes for large models).",
+    )
     inference_threads: int = Field(
         0, ge=0, description="Intra-op threads of the backend (torch.set_num_threads / ORT); 0 = library default."
     )

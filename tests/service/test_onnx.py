@@ -83,3 +83,26 @@ def test_onnx_server_runs_without_torch(onnx_only_dir, tiny_encoder, jpeg_bytes)
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_provider_choice():
+    import onnxruntime as ort
+
+    from service.backends.onnx import pick_providers
+
+    assert pick_providers("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert pick_providers("auto")[0] == "CUDAExecutionProvider"
+    else:
+        assert pick_providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(RuntimeError, match="device cuda asked for"):
+            pick_providers("cuda")
+
+
+def test_fatal_error_classification():
+    from service.backends.base import is_fatal
+
+    assert is_fatal(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert is_fatal(RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access"))
+    assert not is_fatal(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))  # that batch only
+    assert not is_fatal(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions"))
