@@ -129,7 +129,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
     m, count = state.metrics, 0
     with state.track():
         try:
-            batcher = state.admit()
+            batcher = state.admit_request()
             blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
             count = len(blobs)
             kind = negotiate(request.headers.get("accept"), options)
@@ -202,6 +202,7 @@ def describe(state: AppState) -> dict[str, object]:
             **info.details,
         },
         "limits": {
+            "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         256, ge=1, description="Most images waiting for inference; beyond it requests get 503 with Retry-After."
     )
+    max_concurrent_requests: int = Field(
+        128,
+        ge=1,
+        description="Most POST /embed requests in progress (reading, decoding, queued, encoding); beyond it 503 "
+        "with Retry-After before the body is read, which bounds the memory held by request bodies.",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 answers.")
     inference_timeout_s: float = Field(
         600.0,

@@ -80,6 +80,19 @@ def test_queue_full_answers_503_at_once(serve, tiny_model_dir, jpeg_bytes):
     assert srv.metric("jepa_requests_total", 'outcome="overloaded"') == 1
 
 
+def test_concurrent_request_limit(serve, tiny_model_dir, jpeg_bytes):
+    srv = serve(tiny_model_dir, max_wait_ms=1500, max_concurrent_requests=1)
+    first: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: first.append(post(srv.url, jpeg_bytes[1])))
+    t.start()
+    wait_for(lambda: srv.metric("jepa_queue_depth") == 1)
+    r = post(srv.url, jpeg_bytes[2])
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "1 requests already" in r.text
+    t.join()
+    assert first[0].status_code == 200
+    assert post(srv.url, jpeg_bytes[2]).status_code == 200  # the slot is free again
+
+
 def test_client_disconnect_leaves_no_work(serve, tiny_model_dir, jpeg_bytes):
     srv = serve(tiny_model_dir, max_wait_ms=800)
     with pytest.raises(httpx.ReadTimeout):
