@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # -- request limits --
     max_images_per_request: int = Field(64, ge=1, description="Most images in one POST /embed.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 beyond).")
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time to receive a request body before a 408 (slow-client guard)."
+    )
     max_pixels: int = Field(
         40_000_000, ge=1, description="Largest image, in pixels (width x height, read from the header; 413 beyond)."
     )
