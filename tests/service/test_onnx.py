@@ -51,6 +51,22 @@ def test_onnx_matches_torch_embed(serve, onnx_model_dir, tiny_encoder, jpeg_byte
     assert rel_err(got, ref["global"]) < 1e-4 and rel_err(patch, ref["patch"]) < 1e-4
 
 
+@pytest.mark.parametrize(("options", "graph", "tol"), [
+    ({"dtype": "float16"}, "model.fp16.onnx", 5e-3),
+    ({"onnx_file": "model.int8.onnx"}, "model.int8.onnx", 5e-2),
+])  # fmt: skip
+def test_reduced_precision_graphs(serve, onnx_model_dir, tiny_encoder, jpeg_bytes, options, graph, tol):
+    srv = serve(onnx_model_dir, **options)
+    assert httpx.get(srv.url + "/info").json()["backend"]["graph"] == graph
+    r = embed_files(srv.url, jpeg_bytes[:3])
+    assert r.status_code == 200, r.text
+    ref = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:3]])["global"]
+    got = np.array([d["embedding"] for d in r.json()["data"]])
+    err = rel_err(got, ref)
+    print(f"{graph}: relative error {err:.2e}")
+    assert 0 < err < tol  # really the reduced graph, and still close
+
+
 def test_missing_graph_is_a_clear_error(onnx_only_dir):
     from jepa.errors import CheckpointError
     from service.backends import load_backend
