@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "
-        "times the size the resize needs. Off = every pixel decoded, results bit-equal to Encoder.embed.",
+        "times the size the resize needs. Off = every pixel decoded, exactly the input Encoder.embed sees.",
     )
     jpeg_draft_margin: float = Field(
         4.0,
