@@ -20,7 +20,7 @@ from service import auth
 from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions, decode_all
-from service.encode import ModelFacts, encode, gather_arrays, negotiate
+from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -33,16 +33,16 @@ log = logging.getLogger("service")
 
 async def start(state: AppState) -> None:
     """Load the backend (in a thread), start the batcher, warm it with a full batch."""
-    settings = state.settings
+    s = state.settings
     loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, load_backend, settings, state.model_path)
+    backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
     config = backend.config
     norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
-    limits = BatchLimits(
-        settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue, settings.retry_after_s
+    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
+    state.batcher = Batcher(backend, limits, norm, state.metrics)
+    state.decode_options = DecodeOptions(
+        config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
     )
-    state.batcher = Batcher(backend, limits, norm, state.decode_pool, state.metrics)
-    state.decode_options = DecodeOptions(config.preprocess, config.image_size, settings.max_pixels, settings.jpeg_draft)
     state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
     state.metrics.model.info(
         {
@@ -54,7 +54,7 @@ async def start(state: AppState) -> None:
         }
     )
     state.batcher.start()
-    if settings.warmup:
+    if s.warmup:
         await state.batcher.warmup()
     state.warmed = True
     log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
@@ -129,7 +129,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
     m, count = state.metrics, 0
     with state.track():
         try:
-            batcher = state.admit()
+            batcher = state.admit_request()
             blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
             count = len(blobs)
             kind = negotiate(request.headers.get("accept"), options)
@@ -139,7 +139,10 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
             results = await wait_or_disconnect(request, batcher.submit(pixels))
             t = time.perf_counter()
-            body, media = encode(kind, gather_arrays(results, options), state.facts, options)
+            # Encoding a patch grid as JSON takes milliseconds per image: keep it off the event loop.
+            body, media = await asyncio.get_running_loop().run_in_executor(
+                state.decode_pool, encode_results, kind, results, state.facts, options
+            )
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
             m.requests.labels(e.type).inc()
@@ -199,6 +202,7 @@ def describe(state: AppState) -> dict[str, object]:
             **info.details,
         },
         "limits": {
+            "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,
@@ -207,6 +211,7 @@ def describe(state: AppState) -> dict[str, object]:
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
             "jpeg_draft": s.jpeg_draft,
+            "jpeg_draft_margin": s.jpeg_draft_margin,
         },
         "ready": state.not_ready_reason() is None,
     }

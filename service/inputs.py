@@ -20,13 +20,21 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from service.schemas import EmbedOptions, EmbedRequest
 from service.settings import Settings
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused with 413 as soon as it (or its Content-Length) passes ``max_bytes``."""
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body within ``body_timeout_s`` (else 408), refused with 413 as soon as it (or its
+    Content-Length) passes ``max_body_bytes``."""
+    try:
+        return await asyncio.wait_for(_read_limited(request, settings.max_body_bytes), settings.body_timeout_s)
+    except asyncio.TimeoutError as e:
+        raise RequestTimeout(f"the request body did not arrive within {settings.body_timeout_s:g} s") from e
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_bytes}")
@@ -50,16 +58,17 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
             raise InvalidParameters(
                 f"JSON requests take options in the body, not the query: {list(request.query_params)}"
             )
-        body = await read_body(request, settings.max_body_bytes)
-        req = await asyncio.get_running_loop().run_in_executor(pool, parse_json, body, settings.max_images_per_request)
-        blobs = await images_from_json(req.images, settings)
+        body = await read_body(request, settings)
+        loop = asyncio.get_running_loop()  # JSON parsing and base64 are CPU work: off the event loop
+        req, decoded = await loop.run_in_executor(pool, parse_json_images, body, settings.max_images_per_request)
+        blobs = [b if b is not None else await fetch_url(req.images[i], i, settings) for i, b in enumerate(decoded)]
         return blobs, EmbedOptions(**req.model_dump(exclude={"images"}))
     if kind == "multipart/form-data":
         options = options_from_query(request)
         return await files_from_multipart(request, settings), options
     if kind.startswith("image/"):
         options = options_from_query(request)
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings)
         if not body:
             raise InvalidRequest("empty body: send the image file as the request body")
         return [body], options
@@ -104,14 +113,11 @@ def parse_json(body: bytes, max_images: int) -> EmbedRequest:
         raise InvalidParameters(_summarise(e)) from e
 
 
-async def images_from_json(items: list[str], settings: Settings) -> list[bytes]:
-    out = []
-    for i, item in enumerate(items):
-        if item.startswith(("http://", "https://")):
-            out.append(await fetch_url(item, i, settings))
-        else:
-            out.append(decode_base64(item, i))
-    return out
+def parse_json_images(body: bytes, max_images: int) -> tuple[EmbedRequest, list[bytes | None]]:
+    """The request and each image's bytes (``None`` for URLs, fetched later on the event loop)."""
+    req = parse_json(body, max_images)
+    urls = ("http://", "https://")
+    return req, [None if item.startswith(urls) else decode_base64(item, i) for i, item in enumerate(req.images)]
 
 
 def decode_base64(item: str, index: int) -> bytes:
@@ -158,7 +164,7 @@ async def fetch_url(url: str, index: int, settings: Settings) -> bytes:
 
 
 async def files_from_multipart(request: Request, settings: Settings) -> list[bytes]:
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings)
     if not body:
         raise InvalidRequest("empty body: send files in the multipart field 'image'")
 

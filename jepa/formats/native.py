@@ -98,8 +98,11 @@ def save_model_dir(model: torch.nn.Module, path: str | Path, config: ModelConfig
     config = config.model_copy(update={"provenance": provenance})
     tmp_config = _temp_path(path, CONFIG_NAME)
     tmp_config.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
-    os.replace(tmp_weights, path / WEIGHTS_NAME)
-    os.replace(tmp_config, path / CONFIG_NAME)
+    for tmp, final in ((tmp_weights, WEIGHTS_NAME), (tmp_config, CONFIG_NAME)):
+        # mkstemp (and safetensors' rewrite) leave 0600; model directories are often read by
+        # another user (a container, Triton), so make them world-readable like any data file.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path / final)
     if hasattr(model, "config"):
         model.config = config
     return path

@@ -63,3 +63,10 @@ def test_unknown_config_key_is_refused(tmp_path, tiny_model_dir):
 def test_unknown_size_lists_valid_ones():
     with pytest.raises(jepa.ConfigError, match="tiny, small, base, large, huge, giant"):
         jepa.build_encoder("medium")
+
+
+def test_saved_files_are_world_readable(tmp_path):
+    model = jepa.build_encoder("tiny", patch_size=8, image_size=32, depth=1)
+    path = jepa.save_model_dir(model, tmp_path / "m")
+    for name in ("config.json", "model.safetensors"):
+        assert (path / name).stat().st_mode & 0o044 == 0o044, name

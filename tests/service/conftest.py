@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import httpx
@@ -115,40 +114,12 @@ def start_subprocess(
 # -- ONNX model directories --
 
 
-def export_onnx(model_dir: Path, out: Path, uint8_input: bool = False) -> Path:
-    """The tiny model as ``model.onnx`` per the project contract (fp32, dynamic batch, named outputs);
-    with ``uint8_input`` as ``model.uint8.onnx`` (raw RGB ``images [B, S, S, 3]``, normalised inside)."""
-    import torch
-
+def export_graph(model_dir: Path, out: Path, **options: object) -> Path:
+    """The model as an ONNX graph through the project's exporter (``dtype``, ``uint8_input``)."""
     import jepa
+    from export.onnx import export_onnx
 
-    encoder = jepa.load_encoder(model_dir)
-    pre = encoder.config.preprocess
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-
-    class Graph(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if uint8_input:
-                x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-            tokens = self.encoder(x)  # [B, N, D]
-            return tokens, tokens.mean(dim=1)
-
-    size = encoder.config.image_size
-    name = "images" if uint8_input else "pixel_values"
-    example = torch.zeros(2, size, size, 3, dtype=torch.uint8) if uint8_input else torch.zeros(2, 3, size, size)
-    axes = {n: {0: "batch"} for n in (name, "patch_embeddings", "global_embedding")}
-    with warnings.catch_warnings():  # the tracer's notes about shape checks that are constant here
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Graph(), (example,), str(out), input_names=[name], output_names=["patch_embeddings", "global_embedding"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
-        )  # fmt: skip
-    return out
+    return export_onnx(jepa.load_encoder(model_dir), out, **options)
 
 
 def add_poison(graph_path: Path) -> None:
@@ -170,8 +141,14 @@ def add_poison(graph_path: Path) -> None:
         helper.make_tensor("poison_threshold", TensorProto.FLOAT, [], [2.3]),
         helper.make_tensor("poison_offset", TensorProto.INT64, [], [1000]),
     ])  # fmt: skip
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
+        g.initializer.append(helper.make_tensor("poison_axes", TensorProto.INT64, [3], [1, 2, 3]))
+        mean = helper.make_node("ReduceMean", ["pixel_values", "poison_axes"], ["img_mean"], keepdims=0)
+    else:
+        mean = helper.make_node("ReduceMean", ["pixel_values"], ["img_mean"], axes=[1, 2, 3], keepdims=0)
     g.node.extend([
-        helper.make_node("ReduceMean", ["pixel_values"], ["img_mean"], axes=[1, 2, 3], keepdims=0),
+        mean,
         helper.make_node("ReduceMax", ["img_mean"], ["max_mean"], keepdims=0),
         helper.make_node("Greater", ["max_mean", "poison_threshold"], ["is_white"]),
         helper.make_node("Cast", ["is_white"], ["white_i64"], to=TensorProto.INT64),
@@ -189,8 +166,12 @@ def onnx_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     out = tmp_path_factory.mktemp("tiny_onnx")
     for name in ("config.json", "model.safetensors"):
         shutil.copy(tiny_model_dir / name, out / name)
-    export_onnx(tiny_model_dir, out / "model.onnx")
-    export_onnx(tiny_model_dir, out / "model.uint8.onnx", uint8_input=True)
+    export_graph(tiny_model_dir, out / "model.onnx")
+    export_graph(tiny_model_dir, out / "model.uint8.onnx", uint8_input=True)
+    export_graph(tiny_model_dir, out / "model.fp16.onnx", dtype="float16")
+    from export.quantize import quantize_int8
+
+    quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     return out
 
 

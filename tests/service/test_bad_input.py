@@ -57,7 +57,13 @@ def bomb_png(width: int, height: int) -> bytes:
 
 def test_not_an_image(server):
     err = assert_error(post_raw(server, b"hello, this is text"), 400, "invalid_image", 0)
-    assert "not a recognised image" in err["message"]
+    assert "not an image in a supported format" in err["message"]
+
+
+def test_formats_outside_the_allow_list_are_refused(server, photos):
+    for fmt in ("PPM", "ICO", "TGA"):  # Pillow reads these; the service does not take them
+        assert_error(post_raw(server, encode(photos[1].resize((64, 48)), fmt)), 400, "invalid_image", 0)
+    assert_error(post_raw(server, b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), 400, "invalid_image", 0)
 
 
 def test_empty_bodies(server):
@@ -144,6 +150,18 @@ def test_body_too_large(server):
 
     assert_error(post_raw(server, chunks(), "image/jpeg"), 413, "payload_too_large")
     assert_error(post_files(server, [blob]), 413, "payload_too_large")
+
+
+def test_stalled_body_times_out(serve, tiny_model_dir):
+    import socket
+
+    srv = serve(tiny_model_dir, body_timeout_s=0.5)
+    host, port = srv.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+        sock.sendall(head.encode() + b"\x89PNG")  # then nothing more
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 408") and '"request_timeout"' in reply
 
 
 def test_unknown_or_bad_options(server, jpeg_bytes):

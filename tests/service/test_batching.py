@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -37,7 +36,7 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
 
 
 def test_concurrent_requests_are_coalesced(serve, tiny_model_dir, jpeg_bytes):
-    srv = serve(tiny_model_dir, max_wait_ms=300, max_batch_size=8)
+    srv = serve(tiny_model_dir, max_wait_ms=500, max_batch_size=8)
     responses = asyncio.run(post_many(srv.url, [jpeg_bytes[i % 3] for i in range(8)]))
     assert all(r.status_code == 200 for r in responses)
     batches = srv.metric("jepa_batch_size_count")
@@ -49,22 +48,23 @@ def test_concurrent_requests_are_coalesced(serve, tiny_model_dir, jpeg_bytes):
         assert np.allclose(r.json()["data"][0]["embedding"], first[i % 3], rtol=1e-5, atol=1e-6)
 
 
+def timed_post(url: str, blob: bytes) -> float:
+    start = time.perf_counter()
+    assert post(url, blob).status_code == 200
+    return time.perf_counter() - start
+
+
 def test_lone_request_is_not_held_back(serve, tiny_model_dir, jpeg_bytes):
     eager = serve(tiny_model_dir, max_wait_ms=0)
-    patient = serve(tiny_model_dir, max_wait_ms=1000)
-    post(eager.url, jpeg_bytes[1])
-    start = time.perf_counter()
-    assert post(eager.url, jpeg_bytes[1]).status_code == 200
-    eager_s = time.perf_counter() - start
-    start = time.perf_counter()
-    assert post(patient.url, jpeg_bytes[1]).status_code == 200
-    patient_s = time.perf_counter() - start
-    assert patient_s >= 1.0  # max_wait really waits for company...
-    assert eager_s < 0.5, eager_s  # ...and opportunistic batching does not
+    patient = serve(tiny_model_dir, max_wait_ms=2000)
+    eager_s = min(timed_post(eager.url, jpeg_bytes[1]) for _ in range(3))  # best of 3: the machine is shared
+    patient_s = timed_post(patient.url, jpeg_bytes[1])
+    assert patient_s >= 2.0  # max_wait really waits for company...
+    assert eager_s < 1.0, eager_s  # ...and opportunistic batching does not (about 10 ms on an idle machine)
 
 
 def test_queue_full_answers_503_at_once(serve, tiny_model_dir, jpeg_bytes):
-    srv = serve(tiny_model_dir, max_wait_ms=1500, max_queue=4, max_images_per_request=4, retry_after_s=2)
+    srv = serve(tiny_model_dir, max_wait_ms=3000, max_queue=4, max_images_per_request=4, retry_after_s=2)
     files = [("image", ("a.jpg", jpeg_bytes[1], "image/jpeg"))] * 4
     first: list[httpx.Response] = []
     t = threading.Thread(target=lambda: first.append(httpx.post(srv.url + "/embed", files=files, timeout=30)))
@@ -74,10 +74,23 @@ def test_queue_full_answers_503_at_once(serve, tiny_model_dir, jpeg_bytes):
     r = post(srv.url, jpeg_bytes[1])
     elapsed = time.perf_counter() - start
     assert r.status_code == 503 and r.headers["Retry-After"] == "2"
-    assert r.json()["error"]["type"] == "overloaded" and elapsed < 0.5
+    assert r.json()["error"]["type"] == "overloaded" and elapsed < 1.5  # not after the 3 s wait
     t.join()
     assert first[0].status_code == 200 and len(first[0].json()["data"]) == 4
     assert srv.metric("jepa_requests_total", 'outcome="overloaded"') == 1
+
+
+def test_concurrent_request_limit(serve, tiny_model_dir, jpeg_bytes):
+    srv = serve(tiny_model_dir, max_wait_ms=3000, max_concurrent_requests=1)
+    first: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: first.append(post(srv.url, jpeg_bytes[1])))
+    t.start()
+    wait_for(lambda: srv.metric("jepa_queue_depth") == 1)
+    r = post(srv.url, jpeg_bytes[2])
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "1 requests already" in r.text
+    t.join()
+    assert first[0].status_code == 200
+    assert post(srv.url, jpeg_bytes[2]).status_code == 200  # the slot is free again
 
 
 def test_client_disconnect_leaves_no_work(serve, tiny_model_dir, jpeg_bytes):
@@ -101,7 +114,7 @@ def white_jpeg() -> bytes:
 
 
 def test_inference_error_fails_only_its_batch(serve, poison_model_dir, jpeg_bytes):
-    srv = serve(poison_model_dir, backend="onnxruntime", max_wait_ms=300)
+    srv = serve(poison_model_dir, backend="onnxruntime", max_wait_ms=1000)
     assert post(srv.url, jpeg_bytes[1]).status_code == 200
     r = post(srv.url, white_jpeg())
     assert r.status_code == 500 and r.json()["error"]["type"] == "inference_error"
@@ -132,8 +145,7 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
     backend = CudaFaultBackend(read_config(tiny_model_dir))
 
     async def scenario() -> None:
-        pool = ThreadPoolExecutor(1)
-        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1), None, pool, Metrics.create(4))
+        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1), None, Metrics.create(4))
         batcher.start()
         with pytest.raises(InferenceFailed):
             await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)]))
@@ -141,7 +153,32 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
         with pytest.raises(NotReady):
             batcher.submit([np.zeros((32, 32, 3), np.uint8)])
         await batcher.close(1.0)
-        pool.shutdown()
 
     asyncio.run(scenario())
     assert backend.calls == 1
+
+
+class HungBackend(CudaFaultBackend):
+    """A backend whose call never comes back in time (a hung driver)."""
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        time.sleep(1.5)
+        raise AssertionError("unreachable in time")
+
+
+def test_hung_inference_times_out_and_latches(tiny_model_dir):
+    backend = HungBackend(read_config(tiny_model_dir))
+
+    async def scenario() -> float:
+        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1, inference_timeout_s=0.3), None, Metrics.create(4))
+        batcher.start()
+        start = time.perf_counter()
+        with pytest.raises(InferenceFailed):
+            await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)]))
+        elapsed = time.perf_counter() - start
+        assert type(batcher.fatal).__name__ == "InferenceTimeout"
+        await batcher.close(1.0)
+        return elapsed
+
+    assert asyncio.run(scenario()) < 1.0
