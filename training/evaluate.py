@@ -39,7 +39,9 @@ def embed(encoder: Encoder, images: np.ndarray, pool: str, device: torch.device,
     """``uint8 [n, S, S, 3]`` -> float32 ``[n, D]`` (``mean``) or ``[n, 4D]`` (``last4``) on ``device``."""
     pre = encoder.config.preprocess
     encoder = encoder.to(device).eval()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     out = []
     for i in range(0, len(images), batch):
         x = normalize(torch.from_numpy(images[i : i + batch]).to(device), pre.mean, pre.std)
@@ -86,7 +88,7 @@ def _accuracy(w: Tensor, x: Tensor, y: Tensor) -> float:
     return float(((xb @ w).argmax(1) == y).float().mean())
 
 
-def linear_top1(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, iters: int = 200) -> float:
+def linear_top1(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, iters: int = 100) -> float:
     """Linear probe on standardised features; the L2 strength is picked on a 10% validation split."""
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mu) / sd, (test_x - mu) / sd
@@ -104,7 +106,7 @@ def linear_top1(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
 
 
 def feature_rows(
-    models: dict[str, Encoder], splits: tuple[np.ndarray, ...], device: torch.device, linear: bool = True
+    models: dict[str, Encoder], splits: tuple[np.ndarray, ...], device: torch.device, linear_iters: int = 100
 ) -> list[Row]:
     """Rows of the table: raw pixels, then each model's mean-pool and last-4 features."""
     train_im, train_y, test_im, test_y = splits
@@ -117,7 +119,7 @@ def feature_rows(
             feats[f"{name}, {label}"] = tuple(embed(model, a, pool, device) for a in (train_im, test_im))
     rows = []
     for name, (a, b) in feats.items():
-        lin = linear_top1(a, ty, b, vy) if linear else None
+        lin = linear_top1(a, ty, b, vy, linear_iters) if linear_iters > 0 else None
         rows.append(Row(name, a.shape[1], knn_top1(a, ty, b, vy), lin))
     return rows
 
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-data", help="held-out split (default: 20%% of --data)")
     p.add_argument("--train-limit", type=int, help="use a seeded random subset of the training split")
     p.add_argument("--test-limit", type=int, help="use a seeded random subset of the held-out split")
-    p.add_argument("--no-linear", action="store_true", help="kNN only (fast)")
+    p.add_argument("--linear-iters", type=int, default=100, help="L-BFGS iterations per probe fit (0: kNN only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the rows as JSON here")
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     models = {"random weights": random_twin(model, args.seed), Path(args.model).name: model}
-    rows = feature_rows(models, splits, device, linear=not args.no_linear)
+    rows = feature_rows(models, splits, device, args.linear_iters)
     print(f"train {len(splits[0])} images, held-out {len(splits[2])} images, device {device}, "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
     print(format_table(rows))

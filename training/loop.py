@@ -19,11 +19,19 @@ from training.masks import MaskBatch
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or inf; raised before the optimiser step, so no weight is corrupted."""
+    """The loss (or a weight) became NaN or inf; nothing is saved, the last good checkpoint stays."""
 
-    def __init__(self, step: int, value: float) -> None:
+    def __init__(self, step: int, value: float, what: str = "loss") -> None:
         self.step, self.value = step, value
-        super().__init__(f"loss is {value} at step {step}; stopping without saving (last good checkpoint kept)")
+        super().__init__(f"{what} is {value} at step {step}; stopping without saving (last good checkpoint kept)")
+
+
+def check_finite(step: int, *modules: nn.Module) -> None:
+    """Raise :class:`NonFiniteLossError` if any parameter is NaN/inf (run before every save)."""
+    for module in modules:
+        for name, p in module.named_parameters():
+            if not torch.isfinite(p).all():
+                raise NonFiniteLossError(step, float("nan"), what=f"parameter {name!r}")
 
 
 @dataclass

@@ -28,9 +28,17 @@ from jepa.vit import Encoder, Predictor, init_weights
 from training import checkpoint as ckpt
 from training.config import TrainConfig, load_config, save_config
 from training.data import Augment, DataError, keyed_generator, load_eval_arrays, make_loader
-from training.distributed import DistInfo, broadcast_int, gather_floats, init_distributed, param_checksum, shutdown
+from training.distributed import (
+    DistInfo,
+    DistributedError,
+    broadcast_int,
+    gather_floats,
+    init_distributed,
+    param_checksum,
+    shutdown,
+)
 from training.evaluate import embed, knn_top1
-from training.loop import Models, NonFiniteLossError, param_groups, train_step
+from training.loop import Models, NonFiniteLossError, check_finite, param_groups, train_step
 from training.masks import MaskSpec, sample_masks
 from training.report import JsonlLog, plot_run
 from training.schedules import Schedule, ema_momentum, learning_rate, weight_decay
@@ -178,6 +186,7 @@ def save(run: RunState, log: JsonlLog) -> None:
     m = run.models
     enc = m.encoder.module if hasattr(m.encoder, "module") else m.encoder
     pred = m.predictor.module if hasattr(m.predictor, "module") else m.predictor
+    check_finite(run.step, enc, pred, m.target_encoder)
     if run.dist.world > 1:
         sums = gather_floats(param_checksum(enc), run.dist)
         log.write({"type": "sync", "step": run.step, "checksums": sums})
@@ -212,7 +221,9 @@ def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
     batches = run.loader.iterate(run.step)
     while run.step < run.total_steps:
         if probe and main and run.step in probe_steps(run):
-            log.write({"type": "probe", "step": run.step, "knn_top1": probe(run.models.target_encoder, run.dist.device)})
+            log.write(
+                {"type": "probe", "step": run.step, "knn_top1": probe(run.models.target_encoder, run.dist.device)}
+            )
         t0 = time.perf_counter()
         record = one_step(run, next(batches), spec)
         timing.append(time.perf_counter() - t0)
@@ -224,7 +235,9 @@ def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
             bar.total = run.total_steps
         if run.budget_fixed and (run.step % cfg.logging.checkpoint_every == 0 or run.step == run.total_steps):
             save(run, log)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{batch_images / timing[-1]:.0f}")
+        bar.set_postfix(
+            loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{batch_images / timing[-1]:.0f}"
+        )
         bar.update(1)
     bar.close()
     if probe and main and run.step in probe_steps(run):
@@ -261,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         out = run(cfg, resume=args.resume)
-    except (JepaError, DataError, ckpt.ResumeError, NonFiniteLossError) as e:
+    except (JepaError, DataError, ckpt.ResumeError, NonFiniteLossError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if out is not None:
