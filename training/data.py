@@ -194,6 +194,7 @@ class InMemoryLoader:
         self.batch_size, self.aug, self.seed = batch_size, aug, seed
         self.rank, self.world, self.device = rank, world, device
         self.steps_per_epoch = len(images) // (batch_size * world)
+        self._order: tuple[int, Tensor] | None = None
         if self.steps_per_epoch < 1:
             raise DataError(f"{len(images)} images is fewer than one batch of {batch_size} x {world} processes")
 
@@ -203,7 +204,9 @@ class InMemoryLoader:
     def batch(self, step: int) -> Tensor:
         """The normalised, augmented batch of ``step`` for this rank: ``[B, 3, S, S]``."""
         epoch, i = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(len(self.images), generator=keyed_generator(self.seed, 1, epoch))
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, torch.randperm(len(self.images), generator=keyed_generator(self.seed, 1, epoch)))
+        order = self._order[1]
         per_step = self.batch_size * self.world
         start = i * per_step + self.rank * self.batch_size
         idx = order[start : start + self.batch_size].to(self.device)

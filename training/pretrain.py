@@ -14,6 +14,8 @@ import argparse
 import copy
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from training.distributed import (
 )
 from training.evaluate import embed, knn_top1
 from training.loop import Models, NonFiniteLossError, check_finite, param_groups, train_step
-from training.masks import MaskSpec, sample_masks
+from training.masks import MaskBatch, MaskSpec, sample_masks
 from training.report import JsonlLog, plot_run
 from training.schedules import Schedule, ema_momentum, learning_rate, weight_decay
 
@@ -82,7 +84,7 @@ def build_models(cfg: TrainConfig) -> tuple[Encoder, Predictor, Encoder]:
     overrides = {"depth": cfg.meta.encoder_depth} if cfg.meta.encoder_depth else {}
     arch = architecture_for(cfg.size, patch_size=cfg.mask.patch_size, image_size=cfg.data.crop_size, **overrides)
     config = ModelConfig(
-        name=f"ijepa-vit-{cfg.size}{arch.patch_size}-{arch.image_size}-{cfg.run_name}",
+        name=cfg.run_name,
         architecture=arch,
         preprocess=Preprocess(resize="shorter_crop", resize_size=arch.image_size, interpolation="bicubic"),
         provenance=Provenance(source="training.pretrain", training_run=cfg.run_name),
@@ -197,13 +199,32 @@ def save(run: RunState, log: JsonlLog) -> None:
         ckpt.save_checkpoint(run.folder, run.step, state, run.cfg.logging.keep_checkpoints)
 
 
-def one_step(run: RunState, images: torch.Tensor, spec: MaskSpec) -> dict:
+def one_step(run: RunState, images: torch.Tensor, masks: MaskBatch) -> dict:
     sched = make_schedule(run.cfg, run.total_steps, run.cfg.optimization.warmup_steps)
-    masks = sample_masks(keyed_generator(run.cfg.meta.seed, 4, run.step, run.dist.rank), spec, len(images))
     amp = run.dist.device.type == "cuda" and run.cfg.meta.use_bfloat16
     s = train_step(run.models, images, masks, run.opt, run.step, learning_rate(run.step, sched),
                    weight_decay(run.step, sched), ema_momentum(run.step, sched), amp=amp)  # fmt: skip
     return {"type": "train", "step": s.step, "loss": s.loss, "lr": s.lr, "wd": s.weight_decay, "momentum": s.momentum}
+
+
+def mask_stream(cfg: TrainConfig, rank: int, start: int) -> Iterator[MaskBatch]:
+    """Masks of steps ``start, start+1, ...`` (keyed by seed, step, rank), sampled one step ahead in a
+    thread so the CPU work overlaps the device's step."""
+    m = cfg.mask
+    grid = (cfg.data.crop_size // m.patch_size,) * 2
+    spec = MaskSpec(grid, m.num_pred_masks, m.pred_mask_scale, m.aspect_ratio, m.enc_mask_scale, m.min_keep,
+                    m.allow_overlap, m.max_tries)  # fmt: skip
+
+    def sample(step: int) -> MaskBatch:
+        return sample_masks(keyed_generator(cfg.meta.seed, 4, step, rank), spec, cfg.data.batch_size)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(sample, start)
+        step = start
+        while True:
+            step += 1
+            current, pending = pending, pool.submit(sample, step)
+            yield current.result()
 
 
 def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
@@ -211,21 +232,18 @@ def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
     from tqdm import tqdm
 
     cfg, main = run.cfg, run.dist.is_main
-    grid = (cfg.data.crop_size // cfg.mask.patch_size,) * 2
-    m = cfg.mask
-    spec = MaskSpec(grid, m.num_pred_masks, m.pred_mask_scale, m.aspect_ratio, m.enc_mask_scale, m.min_keep,
-                    m.allow_overlap, m.max_tries)  # fmt: skip
     bar = tqdm(total=run.total_steps, initial=run.step, disable=not (main and cfg.logging.progress_bar), smoothing=0.1)
     batch_images = cfg.data.batch_size * run.dist.world
     timing: list[float] = []
     batches = run.loader.iterate(run.step)
+    masks = mask_stream(cfg, run.dist.rank, run.step)
     while run.step < run.total_steps:
         if probe and main and run.step in probe_steps(run):
             log.write(
                 {"type": "probe", "step": run.step, "knn_top1": probe(run.models.target_encoder, run.dist.device)}
             )
         t0 = time.perf_counter()
-        record = one_step(run, next(batches), spec)
+        record = one_step(run, next(batches), next(masks))
         timing.append(time.perf_counter() - t0)
         run.step += 1
         if run.step % cfg.logging.log_every == 0 or run.step == run.total_steps:

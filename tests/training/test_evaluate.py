@@ -9,7 +9,10 @@ from training.evaluate import knn_top1, linear_top1, main
 
 def test_evaluate_prints_table_with_floors(tiny_model_dir, small_npz, capsys, tmp_path):
     out = tmp_path / "rows.json"
-    assert main([str(tiny_model_dir), "--data", str(small_npz), "--device", "cpu", "--linear-iters=10", "--out", str(out)]) == 0
+    assert (
+        main([str(tiny_model_dir), "--data", str(small_npz), "--device", "cpu", "--linear-iters=10", "--out", str(out)])
+        == 0
+    )
     text = capsys.readouterr().out
     for row in ("raw pixels", "random weights, mean pool", "random weights, last-4 layers",
                 f"{tiny_model_dir.name}, mean pool", f"{tiny_model_dir.name}, last-4 layers"):  # fmt: skip
