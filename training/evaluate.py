@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except (JepaError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    models = {"random weights": random_twin(model, args.seed), Path(args.model).name: model}
+    models = {"random weights": random_twin(model, args.seed), model.config.name: model}
     rows = feature_rows(models, splits, device, args.linear_iters)
     print(f"train {len(splits[0])} images, held-out {len(splits[2])} images, device {device}, "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip

@@ -107,4 +107,5 @@ def save_model_dir(model: torch.nn.Module, path: str | Path, config: ModelConfig
 def _temp_path(directory: Path, name: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a model directory must be readable by other users (containers)
     return Path(tmp)

@@ -15,7 +15,7 @@ def test_evaluate_prints_table_with_floors(tiny_model_dir, small_npz, capsys, tm
     )
     text = capsys.readouterr().out
     for row in ("raw pixels", "random weights, mean pool", "random weights, last-4 layers",
-                f"{tiny_model_dir.name}, mean pool", f"{tiny_model_dir.name}, last-4 layers"):  # fmt: skip
+                "tiny-test, mean pool", "tiny-test, last-4 layers"):  # fmt: skip
         assert f"| {row} |" in text
     assert "held-out 12 images" in text and out.is_file()
 
