@@ -42,7 +42,7 @@ from training.distributed import (
 from training.evaluate import embed, knn_top1
 from training.loop import Models, NonFiniteLossError, check_finite, param_groups, train_step
 from training.masks import MaskBatch, MaskSpec, sample_masks
-from training.report import JsonlLog, plot_run
+from training.report import JsonlLog, plot_run, progress_bar
 from training.schedules import Schedule, ema_momentum, learning_rate, weight_decay
 
 
@@ -229,10 +229,10 @@ def mask_stream(cfg: TrainConfig, rank: int, start: int) -> Iterator[MaskBatch]:
 
 def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
     """The step loop: probe, step, log, fix the budget, checkpoint."""
-    from tqdm import tqdm
-
     cfg, main = run.cfg, run.dist.is_main
-    bar = tqdm(total=run.total_steps, initial=run.step, disable=not (main and cfg.logging.progress_bar), smoothing=0.1)
+    bar = progress_bar(
+        total=run.total_steps, initial=run.step, disable=not (main and cfg.logging.progress_bar), smoothing=0.1
+    )
     batch_images = cfg.data.batch_size * run.dist.world
     timing: list[float] = []
     batches = run.loader.iterate(run.step)
@@ -279,9 +279,9 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path | None:
         shutdown(run_state.dist)
     if not main:
         return None
+    model_dir = save_model_dir(run_state.models.target_encoder.cpu(), run_state.folder / "model")
     plot_run(run_state.folder / "log.jsonl", run_state.folder / "training.png")
-    encoder = run_state.models.target_encoder.cpu()
-    return save_model_dir(encoder, run_state.folder / "model")
+    return model_dir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,51 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def plot_run(log_path: Path, out_path: Path) -> Path:
-    """Three panels: loss, lr and EMA momentum, kNN probe top-1, all against the step."""
-    import matplotlib
+class TextProgress:
+    """A stand-in for tqdm where it is not installed: one line every ``every`` seconds on stderr."""
+
+    def __init__(self, total: int, initial: int = 0, disable: bool = False, every: float = 10.0, **_: Any) -> None:
+        self.total, self.n, self.disable, self.every = total, initial, disable, every
+        self.start, self.start_n, self.last, self.postfix = time.perf_counter(), initial, 0.0, {}
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if self.disable or now - self.last < self.every:
+            return
+        self.last = now
+        rate = (self.n - self.start_n) / max(now - self.start, 1e-9)
+        eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+        info = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+        print(f"step {self.n}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(**kwargs: Any) -> Any:
+    """tqdm when installed, else :class:`TextProgress`."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return TextProgress(**kwargs)
+    return tqdm(**kwargs)
+
+
+def plot_run(log_path: Path, out_path: Path) -> Path | None:
+    """Three panels: loss, lr and EMA momentum, kNN probe top-1, all against the step.
+
+    Returns None (with a message) when matplotlib is not installed: the plot is a convenience, and
+    the log holds the same numbers.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib not installed: no plot written (the numbers are in {log_path})", file=sys.stderr)
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
