@@ -92,6 +92,7 @@ def save_model_dir(model: torch.nn.Module, path: str | Path, config: ModelConfig
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp_weights = _temp_path(path, WEIGHTS_NAME)
     save_file(state, str(tmp_weights), metadata={"format": "pt", "name": config.name})
+    os.chmod(tmp_weights, 0o644)  # safetensors re-creates the file as 0600; others (containers) must read it
     digest = sha256_file(tmp_weights)
     provenance = config.provenance.model_copy(update={"weights_sha256": digest})
     config = config.model_copy(update={"provenance": provenance})
@@ -107,5 +108,5 @@ def save_model_dir(model: torch.nn.Module, path: str | Path, config: ModelConfig
 def _temp_path(directory: Path, name: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a model directory must be readable by other users (containers)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a model directory must be readable by other users
     return Path(tmp)
