@@ -1,0 +1,4 @@
+"""I-JEPA pretraining (``python -m training.pretrain``) and frozen-feature evaluation (``python -m training.evaluate``).
+
+Imports ``jepa``; nothing outside this package imports it (the service runs without it).
+"""
