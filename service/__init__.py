@@ -1,0 +1,4 @@
+"""The embedding service: FastAPI app, dynamic batcher, torch / ONNX Runtime backends, client.
+
+Nothing is imported here, so ``service.client`` works with only httpx and numpy installed.
+"""

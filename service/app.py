@@ -1,0 +1,236 @@
+"""``create_app(settings)``: the FastAPI app. Routes are thin: check limits, decode in the pool,
+``batcher.submit``, await the futures, encode. Loading and warm-up happen in the lifespan, so
+uvicorn only listens once the model answers; ``/ready`` then reports the live state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import Depends, FastAPI, Request
+from starlette.responses import Response
+
+from jepa.preprocess import normalize
+from service import auth
+from service.backends import load_backend
+from service.batcher import Batcher, BatchLimits, Result
+from service.decode import DecodeOptions, decode_all
+from service.encode import ModelFacts, encode, gather_arrays, negotiate
+from service.errors import ApiError, ClientClosed, install_handlers, status_of
+from service.inputs import parse_embed_request
+from service.metrics import CONTENT_TYPE_LATEST, Metrics
+from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
+from service.settings import Settings
+from service.state import AppState
+
+log = logging.getLogger("service")
+
+
+async def start(state: AppState) -> None:
+    """Load the backend (in a thread), start the batcher, warm it with a full batch."""
+    settings = state.settings
+    loop = asyncio.get_running_loop()
+    backend = await loop.run_in_executor(None, load_backend, settings, state.model_path)
+    config = backend.config
+    norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
+    limits = BatchLimits(
+        settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue, settings.retry_after_s
+    )
+    state.batcher = Batcher(backend, limits, norm, state.decode_pool, state.metrics)
+    state.decode_options = DecodeOptions(config.preprocess, config.image_size, settings.max_pixels, settings.jpeg_draft)
+    state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
+    state.metrics.model.info(
+        {
+            "model": config.name,
+            "backend": backend.info.name,
+            "device": backend.info.device,
+            "dtype": backend.info.dtype,
+            "dim": str(config.embed_dim),
+        }
+    )
+    state.batcher.start()
+    if settings.warmup:
+        await state.batcher.warmup()
+    state.warmed = True
+    log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app for ``settings``; raises ``ValueError`` when no model is given or found."""
+    state = AppState(
+        settings,
+        settings.resolved_model(),
+        Metrics.create(settings.max_batch_size),
+        ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start(state)
+        try:
+            yield
+        finally:
+            await state.drain(settings.drain_timeout_s)
+            if state.batcher is not None:
+                await state.batcher.close(settings.drain_timeout_s)
+            state.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
+    app.state.jepa = state
+    install_handlers(app)
+    add_routes(app, state)
+    return app
+
+
+def add_routes(app: FastAPI, state: AppState) -> None:
+    key = auth.require_key(state.settings.api_key)
+    metrics_deps = [Depends(key)] if state.settings.metrics_require_key else []
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorResponse}})
+    async def ready() -> dict[str, str]:
+        """Readiness: loaded, warmed, not draining, no fatal error latched."""
+        state.admit()
+        return {"status": "ready"}
+
+    @app.get("/info", dependencies=[Depends(key)])
+    async def info() -> dict[str, object]:
+        return describe(state)
+
+    @app.get("/metrics", dependencies=metrics_deps)
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    error_codes = (400, 401, 406, 413, 415, 422, 500, 503)
+
+    @app.post(
+        "/embed",
+        dependencies=[Depends(key)],
+        response_model=EmbedResponse,
+        openapi_extra=EMBED_OPENAPI,
+        responses={code: {"model": ErrorResponse} for code in error_codes},
+    )
+    async def embed(request: Request) -> Response:
+        """Embed one or more images (multipart field ``image``, a raw ``image/*`` body, or JSON)."""
+        return await handle_embed(request, state)
+
+
+async def handle_embed(request: Request, state: AppState) -> Response:
+    started = time.perf_counter()
+    m, count = state.metrics, 0
+    with state.track():
+        try:
+            batcher = state.admit()
+            blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
+            count = len(blobs)
+            kind = negotiate(request.headers.get("accept"), options)
+            t = time.perf_counter()
+            assert state.decode_options is not None and state.facts is not None
+            pixels = await decode_all(blobs, state.decode_options, state.decode_pool, state.settings.decode_timeout_s)
+            m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
+            results = await wait_or_disconnect(request, batcher.submit(pixels))
+            t = time.perf_counter()
+            body, media = encode(kind, gather_arrays(results, options), state.facts, options)
+            m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
+        except ApiError as e:
+            outcome = e.type if status_of(e) < 500 or isinstance(e, ClientClosed) else f"{status_of(e)}_{e.type}"
+            m.requests.labels(outcome).inc()
+            m.images.labels(outcome).inc(count)
+            raise
+        except Exception:
+            m.requests.labels("internal_error").inc()
+            m.images.labels("internal_error").inc(count)
+            raise
+    m.requests.labels("ok").inc()
+    m.images.labels("ok").inc(count)
+    m.request_seconds.observe(time.perf_counter() - started)
+    facts = state.facts
+    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": f"{facts.grid[0]},{facts.grid[1]}"}
+    return Response(body, media_type=media, headers=headers)
+
+
+async def wait_or_disconnect(request: Request, futures: list[asyncio.Future[Result]]) -> list[Result]:
+    """Await the images' futures; if the client leaves first, cancel them so the batcher skips them."""
+    gathered = asyncio.gather(*futures)
+    watcher = asyncio.create_task(_disconnected(request))
+    try:
+        await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not gathered.done():
+            gathered.cancel()
+    if gathered.cancelled():
+        raise ClientClosed("the client disconnected before the result was ready")
+    return gathered.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def describe(state: AppState) -> dict[str, object]:
+    s, batcher = state.settings, state.batcher
+    assert batcher is not None
+    config, info = batcher.backend.config, batcher.backend.info
+    return {
+        "model": config.name,
+        "model_path": state.model_path,
+        "dim": config.embed_dim,
+        "grid": list(config.grid),
+        "patch_size": config.patch_size,
+        "image_size": config.image_size,
+        "preprocess": config.preprocess.model_dump(mode="json"),
+        "weights_sha256": config.provenance.weights_sha256,
+        "backend": {
+            "name": info.name,
+            "device": info.device,
+            "dtype": info.dtype,
+            "why": info.reason,
+            "input": info.input_kind,
+            **info.details,
+        },
+        "limits": {
+            "max_batch_size": s.max_batch_size,
+            "max_wait_ms": s.max_wait_ms,
+            "max_queue": s.max_queue,
+            "max_images_per_request": s.max_images_per_request,
+            "max_body_bytes": s.max_body_bytes,
+            "max_pixels": s.max_pixels,
+            "decode_timeout_s": s.decode_timeout_s,
+            "jpeg_draft": s.jpeg_draft,
+        },
+        "ready": state.not_ready_reason() is None,
+    }
+
+
+def _query(name: str, schema: dict[str, object]) -> dict[str, object]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+_FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
+EMBED_OPENAPI: dict[str, object] = {
+    "parameters": [
+        _query("outputs", {"type": "array", "items": {"enum": ["global", "patch"]}}),
+        _query("normalize", {"type": "boolean"}),
+        _query("encoding", {"enum": ["float", "base64"]}),
+        _query("dtype", {"enum": ["float32", "float16"]}),
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": EmbedRequest.model_json_schema()},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}

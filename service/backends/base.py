@@ -1,0 +1,54 @@
+"""What every backend offers: a description and ``run(batch) -> (global [B, D], patch [B, N, D])``.
+
+A backend is called from exactly one thread (the batcher's inference thread), so it needs no
+locking. ``input_kind`` says whether it wants normalised float32 ``[B, 3, S, S]`` or raw RGB
+``uint8 [B, S, S, 3]`` (the ``model.uint8.onnx`` graph normalises inside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from jepa.config import ModelConfig
+
+# Messages that mean the device itself is broken, so retrying on this process is pointless.
+_FATAL_MARKERS = (
+    "cuda error",
+    "cudnn_status",
+    "cublas_status",
+    "illegal memory access",
+    "device-side assert",
+    "cuda failure",
+    "nccl error",
+    "device lost",
+)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    device: str
+    dtype: str
+    reason: str
+    input_kind: Literal["float", "uint8"] = "float"
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    config: ModelConfig
+    info: BackendInfo
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``batch`` (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``) -> float32 ``[B, D]``, ``[B, N, D]``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def is_fatal(error: BaseException) -> bool:
+    """True for errors that leave the device unusable (CUDA faults, device OOM): latch not-ready."""
+    text = f"{type(error).__name__}: {error}".lower()
+    return any(marker in text for marker in _FATAL_MARKERS)

@@ -1,0 +1,238 @@
+"""The dynamic batcher: ONE asyncio task owns the queue; callers get one Future per image.
+
+Routes call :meth:`Batcher.submit` (admission control happens right there: a full queue raises
+:class:`Overloaded` at once). The task takes whatever is queued, up to ``max_batch_size``
+(after waiting up to ``max_wait_ms`` for company when that is set), stacks and normalises it
+in the preparation pool, and hands it to the single inference thread. While batch k runs,
+batch k+1 is taken and normalised; when k finishes, k+1 is topped up with anything that arrived
+meanwhile and starts. Items whose client left (future cancelled) are skipped. A failing batch
+fails only its own futures; a fatal device error latches :attr:`fatal` (``/ready`` then 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.backends.base import Backend, is_fatal
+from service.errors import InferenceFailed, NotReady, Overloaded
+from service.metrics import Metrics
+
+log = logging.getLogger("service")
+
+Result = tuple[np.ndarray, np.ndarray]  # global [D], patch [N, D]
+
+
+@dataclass
+class _Item:
+    pixels: np.ndarray  # uint8 [S, S, 3]
+    future: asyncio.Future[Result]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int
+    max_wait_s: float
+    max_queue: int
+    retry_after_s: int
+
+
+class Batcher:
+    def __init__(
+        self,
+        backend: Backend,
+        limits: BatchLimits,
+        normalize: Callable[[np.ndarray], np.ndarray] | None,
+        prep_pool: Executor,
+        metrics: Metrics,
+    ) -> None:
+        self.backend = backend
+        self.limits = limits
+        self.fatal: BaseException | None = None
+        self._normalize = normalize
+        self._prep_pool = prep_pool
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="jepa-infer")
+        self._metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the caller's side --
+
+    def submit(self, images: list[np.ndarray]) -> list[asyncio.Future[Result]]:
+        """Queue ``images`` (uint8 ``[S, S, 3]`` each); raises at once when they cannot be admitted."""
+        if self.fatal is not None:
+            raise NotReady(f"a fatal inference error latched: {type(self.fatal).__name__}")
+        if self._closing or self._task is None or self._task.done():
+            raise NotReady("the server is shutting down", headers=self._retry_after())
+        if len(self._queue) + len(images) > self.limits.max_queue:
+            raise Overloaded(
+                f"queue full ({len(self._queue)} of {self.limits.max_queue} images waiting); retry later",
+                headers=self._retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result]] = []
+        for pixels in images:
+            future: asyncio.Future[Result] = loop.create_future()
+            self._queue.append(_Item(pixels, future))
+            futures.append(future)
+        self._metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        return futures
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _retry_after(self) -> dict[str, str]:
+        return {"Retry-After": str(self.limits.retry_after_s)}
+
+    # -- lifecycle --
+
+    async def warmup(self) -> None:
+        """One full batch through the inference thread, so the first request pays no start-up cost."""
+        size = self.backend.config.image_size
+        pixels = np.zeros((self.limits.max_batch_size, size, size, 3), dtype=np.uint8)
+        batch = self._assemble(list(pixels))
+        await asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="jepa-batcher")
+        self._task.add_done_callback(self._on_loop_exit)
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop admitting, finish what is queued (up to ``timeout_s``), then release the threads."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("batcher did not drain within %.1f s; failing %d queued images", timeout_s, self.queued)
+                self._task.cancel()
+        self._fail_queued(NotReady("the server shut down before this image ran"))
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.fatal = task.exception()
+            log.error("the batcher task died", exc_info=self.fatal)
+            self._fail_queued(NotReady("the batcher stopped after an internal error"))
+
+    def _fail_queued(self, error: Exception) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._metrics.queue_depth.set(0)
+
+    # -- the task's side --
+
+    async def _loop(self) -> None:
+        running: asyncio.Task[None] | None = None
+        try:
+            while (items := await self._collect()) is not None:
+                batch = await self._prepare(items)
+                if running is not None:
+                    await running  # only one batch is prefetched; _infer never raises
+                    items, batch = await self._top_up(items, batch)
+                running = asyncio.create_task(self._infer(items, batch))
+        finally:
+            if running is not None:
+                await running
+
+    async def _collect(self) -> list[_Item] | None:
+        """Wait for at least one live item, then (with ``max_wait``) for a full batch or the deadline."""
+        while not self._drop_cancelled():
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = self._queue[0].enqueued + self.limits.max_wait_s
+        while len(self._queue) < self.limits.max_batch_size and not self._closing:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return self._take(self.limits.max_batch_size)
+
+    def _drop_cancelled(self) -> bool:
+        """Drop items at the head whose client left; True when a live item is queued."""
+        while self._queue and self._queue[0].future.cancelled():
+            self._queue.popleft()
+        self._metrics.queue_depth.set(len(self._queue))
+        return bool(self._queue)
+
+    def _take(self, n: int) -> list[_Item]:
+        taken: list[_Item] = []
+        now = time.perf_counter()
+        while self._queue and len(taken) < n:
+            item = self._queue.popleft()
+            if not item.future.cancelled():
+                taken.append(item)
+                self._metrics.stage_seconds.labels("queue").observe(now - item.enqueued)
+        self._metrics.queue_depth.set(len(self._queue))
+        return taken
+
+    async def _top_up(self, items: list[_Item], batch: np.ndarray) -> tuple[list[_Item], np.ndarray]:
+        extra = self._take(self.limits.max_batch_size - len(items))
+        if not extra:
+            return items, batch
+        return items + extra, np.concatenate([batch, await self._prepare(extra)])
+
+    def _assemble(self, pixels: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack(pixels)  # uint8 [B, S, S, 3]
+        return self._normalize(batch) if self._normalize is not None else batch
+
+    async def _prepare(self, items: list[_Item]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._prep_pool, self._assemble, [it.pixels for it in items])
+
+    async def _infer(self, items: list[_Item], batch: np.ndarray) -> None:
+        live = [k for k, it in enumerate(items) if not it.future.cancelled()]
+        if not live:
+            return
+        if len(live) < len(items):
+            items, batch = [items[k] for k in live], batch[live]
+        if self.fatal is not None:
+            for it in items:
+                it.future.set_exception(NotReady("a fatal inference error latched"))
+            return
+        self._metrics.batch_size.observe(len(items))
+        start = time.perf_counter()
+        try:
+            pooled, tokens = await asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch)
+        except Exception as e:
+            self._on_batch_error(items, e)
+            return
+        finally:
+            self._metrics.stage_seconds.labels("inference").observe(time.perf_counter() - start)
+        for k, it in enumerate(items):
+            if not it.future.done():
+                it.future.set_result((pooled[k], tokens[k]))
+
+    def _on_batch_error(self, items: list[_Item], error: Exception) -> None:
+        if is_fatal(error):
+            self.fatal = error
+            log.critical("fatal inference error; /ready is now 503", exc_info=error)
+        else:
+            log.error("inference failed for a batch of %d images", len(items), exc_info=error)
+        for it in items:
+            if not it.future.done():
+                it.future.set_exception(
+                    InferenceFailed(f"inference failed for the batch of {len(items)} images this request was in")
+                )

@@ -1,0 +1,91 @@
+"""Image bytes -> ``uint8 [S, S, 3]``, run in a thread pool so the event loop never decodes.
+
+The header is read first (``Image.open`` parses only that), so a decompression bomb or an image
+over ``max_pixels`` is refused before any pixel is decoded. Large JPEGs are decoded at reduced
+DCT scale (Pillow ``draft``) but never below twice the size the resize needs, so the resize's
+own low-pass filter dominates the difference (measured in tests/service/test_decode.py).
+Everything after that is :func:`jepa.preprocess.prepare_image`, the same code ``embed`` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from jepa.config import Preprocess
+from jepa.preprocess import prepare_image
+from service.errors import ApiError, InvalidImage, PayloadTooLarge
+
+log = logging.getLogger("service")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    preprocess: Preprocess
+    image_size: int
+    max_pixels: int
+    jpeg_draft: bool = True
+
+
+def draft_target(options: DecodeOptions) -> int:
+    """Shortest side the decoded JPEG must keep: twice what the resize produces."""
+    if options.preprocess.resize == "squash":
+        return 2 * options.image_size
+    return 2 * (options.preprocess.resize_size or options.image_size)
+
+
+def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
+    """Decode one image and prepare it for the model; raises :class:`ApiError` naming ``index``."""
+    if not data:
+        raise InvalidImage(f"image {index} is empty", index=index)
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as e:
+        raise PayloadTooLarge(f"image {index} is too large to decode: {e}", index=index) from e
+    except UnidentifiedImageError as e:
+        raise InvalidImage(f"image {index} is not a recognised image format", index=index) from e
+    with image:
+        width, height = image.size
+        if width * height > options.max_pixels:
+            raise PayloadTooLarge(
+                f"image {index} is {width}x{height} = {width * height} pixels, over the limit of {options.max_pixels}",
+                index=index,
+            )
+        if options.jpeg_draft and image.format == "JPEG":
+            target = draft_target(options)
+            if min(width, height) >= 2 * target:
+                image.draft(None, (target, target))
+        try:
+            image.load()
+            return prepare_image(image, options.preprocess, options.image_size)
+        except ApiError:
+            raise
+        except Exception as e:  # Pillow raises many types on hostile input (OSError, SyntaxError, struct.error...)
+            log.debug("image %d failed to decode", index, exc_info=e)
+            raise InvalidImage(f"image {index} is truncated or corrupt ({type(e).__name__}: {e})", index=index) from e
+
+
+async def decode_all(
+    blobs: Sequence[bytes], options: DecodeOptions, pool: Executor, timeout_s: float
+) -> list[np.ndarray]:
+    """Decode every image in ``pool``; the first failing index (lowest) fails the whole request."""
+    loop = asyncio.get_running_loop()
+
+    async def one(i: int, blob: bytes) -> np.ndarray:
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(pool, decode_image, blob, i, options), timeout_s)
+        except asyncio.TimeoutError as e:
+            raise InvalidImage(f"image {i} took longer than {timeout_s:g} s to decode", index=i) from e
+
+    results = await asyncio.gather(*(one(i, b) for i, b in enumerate(blobs)), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

@@ -1,0 +1,99 @@
+"""Batch results -> the response body, in the encoding the request and ``Accept`` ask for.
+
+- JSON (default): ``{"model", "dim", "grid", "dtype", "data": [{"index", "embedding"?, "patch_embeddings"?}]}``
+  with float lists (orjson writes numpy arrays directly) or base64 of little-endian raw arrays.
+- ``Accept: application/vnd.safetensors``: tensors ``embedding [B, D]`` and ``patch_embeddings
+  [B, N, D]`` (those asked for), metadata ``model``, ``dim``, ``grid`` ("gh,gw").
+- ``Accept: application/x-npz``: the same arrays in a NumPy ``.npz`` (``np.load`` gives a dict).
+- ``Accept: application/x-npy``: one ``.npy`` array, ``embedding [B, D]``, so only for
+  ``outputs=global``; asking for patches with it is a 406 pointing at the two formats above.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from service.batcher import Result
+from service.errors import NotAcceptable
+from service.schemas import EmbedOptions
+
+BINARY_TYPES = {
+    "application/vnd.safetensors": "safetensors",
+    "application/x-npz": "npz",
+    "application/x-npy": "npy",
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str
+    dim: int
+    grid: tuple[int, int]
+
+
+def negotiate(accept: str | None, options: EmbedOptions) -> str:
+    """``json``, ``safetensors``, ``npz`` or ``npy`` from the ``Accept`` header (first match wins)."""
+    for part in (accept or "").split(","):
+        kind = BINARY_TYPES.get(part.split(";")[0].strip().lower())
+        if kind == "npy" and options.want_patch:
+            raise NotAcceptable(
+                "application/x-npy holds one array (embedding); for patches use application/x-npz "
+                "or application/vnd.safetensors"
+            )
+        if kind is not None:
+            return kind
+    return "json"
+
+
+def gather_arrays(results: list[Result], options: EmbedOptions) -> dict[str, np.ndarray]:
+    """Per-image results -> ``{"embedding": [B, D], "patch_embeddings": [B, N, D]}`` as asked."""
+    dtype = np.dtype("<f2" if options.dtype == "float16" else "<f4")
+    arrays: dict[str, np.ndarray] = {}
+    if options.want_global:
+        pooled = np.stack([r[0] for r in results])  # [B, D]
+        if options.normalize:
+            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        arrays["embedding"] = np.ascontiguousarray(pooled, dtype=dtype)
+    if options.want_patch:
+        arrays["patch_embeddings"] = np.ascontiguousarray(np.stack([r[1] for r in results]), dtype=dtype)
+    return arrays
+
+
+def encode(kind: str, arrays: dict[str, np.ndarray], facts: ModelFacts, options: EmbedOptions) -> tuple[bytes, str]:
+    """``(body, media type)``."""
+    if kind == "safetensors":
+        from safetensors.numpy import save
+
+        meta = {"model": facts.name, "dim": str(facts.dim), "grid": f"{facts.grid[0]},{facts.grid[1]}"}
+        return save(arrays, metadata=meta), "application/vnd.safetensors"
+    if kind == "npz":
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue(), "application/x-npz"
+    if kind == "npy":
+        buf = io.BytesIO()
+        np.save(buf, arrays["embedding"])
+        return buf.getvalue(), "application/x-npy"
+    return encode_json(arrays, facts, options), "application/json"
+
+
+def encode_json(arrays: dict[str, np.ndarray], facts: ModelFacts, options: EmbedOptions) -> bytes:
+    names = [n for n in ("embedding", "patch_embeddings") if n in arrays]
+    count = len(next(iter(arrays.values())))
+    data = []
+    for i in range(count):
+        item: dict[str, object] = {"index": i}
+        for name in names:
+            row = arrays[name][i]
+            if options.encoding == "base64":
+                item[name] = base64.b64encode(row.tobytes()).decode("ascii")
+            else:
+                item[name] = row if row.dtype == np.float32 else row.astype(np.float32)
+        data.append(item)
+    body = {"model": facts.name, "dim": facts.dim, "grid": list(facts.grid), "dtype": options.dtype, "data": data}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

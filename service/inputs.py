@@ -1,0 +1,198 @@
+"""Turn a ``POST /embed`` request into ``(image files as bytes, options)``, enforcing the limits.
+
+Three body forms: ``multipart/form-data`` (files in field ``image``, options as query
+parameters), a raw ``image/*`` body (options as query parameters), and JSON (:class:`EmbedRequest`,
+options inside; query parameters are refused so nothing is silently ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from service.schemas import EmbedOptions, EmbedRequest
+from service.settings import Settings
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it (or its Content-Length) passes ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def parse_embed_request(request: Request, settings: Settings, pool: Executor) -> tuple[list[bytes], EmbedOptions]:
+    kind = media_type(request)
+    if kind == "application/json":
+        if request.query_params:
+            raise InvalidParameters(
+                f"JSON requests take options in the body, not the query: {list(request.query_params)}"
+            )
+        body = await read_body(request, settings.max_body_bytes)
+        req = await asyncio.get_running_loop().run_in_executor(pool, parse_json, body, settings.max_images_per_request)
+        blobs = await images_from_json(req.images, settings)
+        return blobs, EmbedOptions(**req.model_dump(exclude={"images"}))
+    if kind == "multipart/form-data":
+        options = options_from_query(request)
+        return await files_from_multipart(request, settings), options
+    if kind.startswith("image/"):
+        options = options_from_query(request)
+        body = await read_body(request, settings.max_body_bytes)
+        if not body:
+            raise InvalidRequest("empty body: send the image file as the request body")
+        return [body], options
+    shown = kind or "none"
+    raise UnsupportedMediaType(
+        f"Content-Type {shown} is not supported: use multipart/form-data, image/*, or application/json"
+    )
+
+
+def options_from_query(request: Request) -> EmbedOptions:
+    """Query parameters -> options; ``outputs`` may repeat or be comma-separated; unknown keys -> 422."""
+    raw: dict[str, object] = {}
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        if key == "outputs":
+            raw[key] = [v.strip() for value in values for v in value.split(",") if v.strip()]
+        elif len(values) > 1:
+            raise InvalidParameters(f"query parameter {key!r} given {len(values)} times")
+        else:
+            raw[key] = values[0]
+    try:
+        return EmbedOptions.model_validate(raw)
+    except ValidationError as e:
+        raise InvalidParameters(_summarise(e)) from e
+
+
+def parse_json(body: bytes, max_images: int) -> EmbedRequest:
+    if not body:
+        raise InvalidRequest("empty body: send a JSON object with an 'images' list")
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"malformed JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise InvalidRequest("the JSON body must be an object with an 'images' list")
+    images = raw.get("images")
+    if isinstance(images, list) and len(images) > max_images:
+        raise InvalidParameters(f"{len(images)} images in one request; the limit is {max_images}")
+    try:
+        return EmbedRequest.model_validate(raw)
+    except ValidationError as e:
+        raise InvalidParameters(_summarise(e)) from e
+
+
+async def images_from_json(items: list[str], settings: Settings) -> list[bytes]:
+    out = []
+    for i, item in enumerate(items):
+        if item.startswith(("http://", "https://")):
+            out.append(await fetch_url(item, i, settings))
+        else:
+            out.append(decode_base64(item, i))
+    return out
+
+
+def decode_base64(item: str, index: int) -> bytes:
+    """Plain base64 or a ``data:image/...;base64,`` URI -> bytes."""
+    if item.startswith("data:"):
+        header, sep, payload = item.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidRequest(f"image {index}: data URI must look like data:image/...;base64,<data>", index=index)
+        mime = header[5:].split(";")[0].lower()
+        if mime and not mime.startswith("image/"):
+            raise UnsupportedMediaType(f"image {index}: data URI type {mime} is not an image type", index=index)
+        item = payload
+    try:
+        return base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidRequest(f"image {index}: malformed base64 ({e})", index=index) from e
+
+
+async def fetch_url(url: str, index: int, settings: Settings) -> bytes:
+    """Download one image URL, only when enabled and the host is allow-listed (SSRF guard)."""
+    if not settings.allow_url_fetch:
+        raise InvalidRequest(f"image {index}: URLs are not accepted by this server; send the image bytes", index=index)
+    host = (urlsplit(url).hostname or "").lower()
+    if host not in settings.url_allowlist:
+        raise InvalidRequest(f"image {index}: host {host!r} is not in the server's URL allow-list", index=index)
+    import httpx
+
+    try:
+        async with (
+            httpx.AsyncClient(timeout=settings.url_timeout_s, follow_redirects=False) as client,
+            client.stream("GET", url) as resp,
+        ):
+            if resp.status_code != 200:
+                raise InvalidRequest(f"image {index}: GET {url} answered {resp.status_code}", index=index)
+            chunks, size = [], 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > settings.max_body_bytes:
+                    raise PayloadTooLarge(f"image {index}: {url} is over {settings.max_body_bytes} bytes", index=index)
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.HTTPError as e:
+        raise InvalidRequest(f"image {index}: fetching {url} failed: {type(e).__name__}", index=index) from e
+
+
+async def files_from_multipart(request: Request, settings: Settings) -> list[bytes]:
+    body = await read_body(request, settings.max_body_bytes)
+    if not body:
+        raise InvalidRequest("empty body: send files in the multipart field 'image'")
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(request.headers, stream(), max_files=settings.max_images_per_request + 1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        if "too many files" in e.message.lower():
+            limit = settings.max_images_per_request
+            raise InvalidParameters(f"too many images in one request; the limit is {limit}") from e
+        raise InvalidRequest(f"malformed multipart body: {e.message}") from e
+    unknown = sorted(set(form.keys()) - {"image"})
+    if unknown:
+        raise InvalidParameters(f"unknown form fields {unknown}: files go in 'image', options in the query string")
+    parts = form.getlist("image")
+    if not parts:
+        raise InvalidRequest("no files in the multipart field 'image'")
+    if len(parts) > settings.max_images_per_request:
+        raise InvalidParameters(f"{len(parts)} images in one request; the limit is {settings.max_images_per_request}")
+    out = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, UploadFile):
+            raise InvalidRequest(f"image {i}: the 'image' field must be a file upload", index=i)
+        out.append(await part.read())
+        await part.close()
+    return out
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts)

@@ -1,0 +1,137 @@
+"""Service settings: one pydantic-settings model, read from ``JEPA_*`` variables and CLI flags.
+
+Every field is documented where it is declared; ``python -m service --help`` prints the same
+text. The object is built once in ``main`` (or by a test) and passed to ``create_app``; nothing
+below reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = "models/ijepa-vit-tiny-cifar10"
+
+
+class Settings(BaseSettings):
+    """How the embedding service runs. Env: ``JEPA_<FIELD>``; CLI: ``--<field-with-dashes>``."""
+
+    model_config = SettingsConfigDict(env_prefix="JEPA_", extra="forbid", frozen=True)
+
+    # -- the model --
+    model: str | None = Field(
+        None,
+        description="Model to serve: our model directory (config.json + model.safetensors and/or model.onnx), "
+        f"an official .pth.tar, or an HF IJepaModel directory. Default: {DEFAULT_MODEL_DIR} when it exists.",
+    )
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="Inference backend. auto = onnxruntime when the model directory holds the ONNX graph "
+        "and onnxruntime is importable, else torch.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Compute dtype. torch casts the weights; onnxruntime picks model.fp16.onnx for float16 "
+        "(bfloat16 is torch only). Responses are float32 unless a request asks for float16.",
+    )
+    onnx_file: str | None = Field(
+        None,
+        description="ONNX graph inside the model directory (model.onnx, model.fp16.onnx, model.int8.onnx, "
+        "model.uint8.onnx). Default: model.fp16.onnx for dtype float16, else model.onnx.",
+    )
+    inference_threads: int = Field(
+        0, ge=0, description="Intra-op threads of the backend (torch.set_num_threads / ORT); 0 = library default."
+    )
+    # -- HTTP --
+    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 to listen on all interfaces).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = pick a free one).")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="uvicorn log level."
+    )
+    # -- batching --
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one inference call.")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="How long a batch may wait to fill up. 0 = opportunistic: run whatever is queued at once, "
+        "so a lone request is never held back.",
+    )
+    max_queue: int = Field(
+        256, ge=1, description="Most images waiting for inference; beyond it requests get 503 with Retry-After."
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 answers.")
+    # -- request limits --
+    max_images_per_request: int = Field(64, ge=1, description="Most images in one POST /embed.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 beyond).")
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image, in pixels (width x height, read from the header; 413 beyond)."
+    )
+    decode_threads: int = Field(0, ge=0, description="Threads that decode and resize images; 0 = min(8, CPUs).")
+    decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
+    jpeg_draft: bool = Field(
+        True,
+        description="Decode large JPEGs at reduced DCT scale (Pillow draft), only down to twice the size the "
+        "resize needs, so the change stays within the resize's own error.",
+    )
+    # -- security --
+    api_key: SecretStr | None = Field(
+        None, description="When set, /embed and /info need 'Authorization: Bearer <key>' (compared in constant time)."
+    )
+    metrics_require_key: bool = Field(False, description="Also require the API key for /metrics.")
+    allow_url_fetch: bool = Field(
+        False, description="Let JSON requests give http(s) URLs instead of image bytes (SSRF risk: off by default)."
+    )
+    url_allowlist: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Host names URLs may point at when allow_url_fetch is on (exact match; comma-separated)."
+    )
+    url_timeout_s: float = Field(5.0, gt=0, description="Timeout for fetching one URL.")
+    # -- lifecycle --
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM: /ready turns 503 and new work is refused; accepted requests get this "
+        "long to finish before the server exits.",
+    )
+    warmup: bool = Field(True, description="Run one full batch before /ready says yes.")
+
+    @field_validator("url_allowlist", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.allow_url_fetch and not self.url_allowlist:
+            raise ValueError("allow_url_fetch needs a non-empty url_allowlist")
+        if self.max_images_per_request > self.max_queue:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) must not exceed max_queue ({self.max_queue})"
+            )
+        if self.backend == "onnxruntime" and self.dtype == "bfloat16":
+            raise ValueError("dtype bfloat16 is only supported by the torch backend")
+        return self
+
+    def resolved_model(self) -> str:
+        """The model path to load; raises ``ValueError`` with instructions when none is given or found."""
+        if self.model:
+            return self.model
+        for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+            candidate = base / DEFAULT_MODEL_DIR
+            if candidate.is_dir():
+                return str(candidate)
+        raise ValueError(
+            f"no model to serve: the default {DEFAULT_MODEL_DIR}/ does not exist here. Pass one with "
+            "--model PATH (or JEPA_MODEL=PATH): a model directory, an exported directory with model.onnx, "
+            "an official .pth.tar or a Hugging Face IJepaModel directory."
+        )
+
+    def decode_pool_size(self) -> int:
+        return self.decode_threads or min(8, os.cpu_count() or 1)

@@ -1,0 +1,74 @@
+"""What one running app holds: the loaded backend, the batcher, pools, metrics and lifecycle flags.
+
+Readiness is a property of this object: loaded and warmed, not draining, no fatal error latched.
+``inflight`` counts ``POST /embed`` handlers still running, so a SIGTERM drain knows when every
+accepted request has been answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from service.batcher import Batcher
+from service.decode import DecodeOptions
+from service.encode import ModelFacts
+from service.errors import NotReady
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    model_path: str
+    metrics: Metrics
+    decode_pool: ThreadPoolExecutor
+    batcher: Batcher | None = None
+    decode_options: DecodeOptions | None = None
+    facts: ModelFacts | None = None
+    warmed: bool = False
+    draining: bool = False
+    inflight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def not_ready_reason(self) -> str | None:
+        if self.draining:
+            return "draining: the server is shutting down"
+        if self.batcher is None or not self.warmed:
+            return "the model is not loaded and warmed yet"
+        if self.batcher.fatal is not None:
+            return f"a fatal inference error latched: {type(self.batcher.fatal).__name__}: {self.batcher.fatal}"
+        return None
+
+    def admit(self) -> Batcher:
+        """The batcher, or :class:`NotReady` (503 with Retry-After) when new work cannot be taken."""
+        reason = self.not_ready_reason()
+        if reason is not None or self.batcher is None:
+            raise NotReady(reason or "not ready", headers={"Retry-After": str(self.settings.retry_after_s)})
+        return self.batcher
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new work and wait for accepted requests to finish; False if ``timeout_s`` ran out."""
+        self.draining = True
+        if self.inflight == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
