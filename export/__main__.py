@@ -1,0 +1,114 @@
+"""``python -m export SOURCE --out DIR [--fp16] [--int8] [--uint8-input] [--triton REPO]``.
+
+CLI only: parses arguments into :class:`~export.pipeline.ExportOptions`, shows progress, prints
+the verification table, and turns every expected failure into one message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from export.contract import EXTERNAL_DATA_THRESHOLD
+
+EXIT_FAILED = 1
+EXIT_BAD_SOURCE = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    p.add_argument("source", type=Path, help="our model directory, an official .pth.tar, or an HF IJepaModel directory")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write (weights, config, graphs)")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O, float16 inside)")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (ONNX Runtime dynamic int8)")
+    p.add_argument("--uint8-input", action="store_true", help="also write model.uint8.onnx (uint8 [B,S,S,3] input)")
+    p.add_argument("--triton", type=Path, metavar="REPO", help="also write a Triton model repository here")
+    p.add_argument("--triton-max-batch", type=int, default=32, help="Triton max_batch_size (default 32)")
+    p.add_argument("--images", type=Path, help="photos for verification (default: scikit-image's bundled photos)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument(
+        "--context-encoder", action="store_true", help="official checkpoints: export 'encoder', not 'target_encoder'"
+    )
+    p.add_argument("--num-heads", type=int, help="head count, for official checkpoints of non-standard widths")
+    p.add_argument("--fp32-max-rel", type=float, default=1e-4, help="max relative error, fp32 (default 1e-4)")
+    p.add_argument(
+        "--fp16-max-rel", type=float, default=1e-2, help="max relative error of the fp16 graph (default 1e-2)"
+    )
+    p.add_argument("--int8-min-cos", type=float, default=0.99, help="min mean cosine of int8 vs fp32 on photos (0.99)")
+    p.add_argument(
+        "--external-data-threshold", type=int, default=EXTERNAL_DATA_THRESHOLD, metavar="BYTES",
+        help="weights above this size go to a .data file beside the graph (default: just under 2 GiB)",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def format_table(report: dict) -> str:
+    """One markdown row per graph: the worst errors over all checks and the threshold it met."""
+    rows = [
+        "| graph | max abs | max rel | min cos | mean global cos (photos) | threshold |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, g in report["graphs"].items():
+        s, t = g["summary"], g["thresholds"]
+        limit = f"rel <= {t['max_rel']:g}" if t["max_rel"] is not None else f"cos >= {t['min_photos_global_cos']:g}"
+        rows.append(
+            f"| {name} | {s['max_abs']:.2e} | {s['max_rel']:.2e} | {s['min_cos']:.6f} "
+            f"| {s['photos_global_cos_mean']:.6f} | {limit} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    import jepa
+    from export.onnx import ExportError
+    from export.pipeline import ExportOptions, OutputError, run_export
+    from export.triton import TritonError
+    from export.verify import VerificationError
+
+    opts = ExportOptions(
+        source=args.source, out=args.out, fp16=args.fp16, int8=args.int8, uint8_input=args.uint8_input,
+        triton=args.triton, triton_max_batch=args.triton_max_batch, images=args.images, opset=args.opset,
+        encoder="encoder" if args.context_encoder else "target_encoder", num_heads=args.num_heads,
+        fp32_max_rel=args.fp32_max_rel, fp16_max_rel=args.fp16_max_rel, int8_min_cos=args.int8_min_cos,
+        external_data_threshold=args.external_data_threshold,
+    )  # fmt: skip
+    steps = 2 + args.fp16 + args.int8 + args.uint8_input + (args.triton is not None)
+    with tqdm(total=steps + 1, desc="load model", file=sys.stderr, disable=args.no_progress) as bar:
+        try:
+            encoder = jepa.load_encoder(opts.source, encoder=opts.encoder, num_heads=opts.num_heads)
+        except (jepa.JepaError, ValueError) as e:
+            print(f"error: cannot load {opts.source}: {e}", file=sys.stderr)
+            return EXIT_BAD_SOURCE
+        bar.update()
+
+        started: list[str] = []
+
+        def step(label: str) -> None:  # a step starts: the previous one is done
+            if started:
+                bar.update()
+            started.append(label)
+            bar.set_description(label)
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours to fix
+                report = run_export(encoder, opts, step)
+            bar.update()
+        except (OutputError, ExportError, VerificationError, TritonError, FileNotFoundError) as e:
+            print(f"error: export failed: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    print(format_table(report))
+    print(f"verified on {report['verification_images']['source']} photos; wrote {opts.out}/export.json")
+    if "triton" in report:
+        print(f"Triton repository: {report['triton']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Encoder -> ONNX graph with named outputs, a dynamic batch axis and only TensorRT-safe operators.
+
+Exporter choice: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript). Its graph for our
+ViT is plain ``Conv``, ``MatMul``, ``Softmax``, ``LayerNormalization``, ``Erf`` (exact GELU) and
+shape ops; the legacy TorchScript exporter also works but recomputes the attention scale per
+layer (``Shape``/``Cast``/``Sqrt``). The dynamo exporter emits opset 18 natively and its down-
+conversion to 17 fails on ``ReduceMean``'s axes input, so 18 is our default (ONNX Runtime and
+TensorRT >= 8.6 read it). The spatial size is fixed to the model's ``image_size``, so the position
+table is a constant in the graph; only the batch axis is dynamic.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from export.contract import (
+    DEFAULT_OPSET,
+    EXPORTER,
+    EXTERNAL_DATA_THRESHOLD,
+    INPUT_NAME,
+    MAX_BATCH,
+    OUTPUT_NAMES,
+    TENSORRT_SAFE_OPS,
+    UINT8_INPUT_NAME,
+)
+from jepa.vit import Encoder, mean_pool
+
+__all__ = ["EXPORTER", "ExportError", "export_onnx", "graph_ops"]
+
+Dtype = Literal["float32", "float16"]
+
+
+class ExportError(RuntimeError):
+    """The exporter produced no graph, or one we refuse (unsupported operators, failed check)."""
+
+
+class EmbeddingHead(nn.Module):
+    """``pixel_values [B, 3, S, S]`` float32 -> ``(patch_embeddings [B, N, D], global_embedding [B, D])``.
+
+    With ``dtype=float16`` the encoder runs in half precision while the graph's inputs and outputs
+    stay float32 (casts inside), and the mean pool is taken in float32.
+    """
+
+    def __init__(self, encoder: Encoder, dtype: Dtype = "float32") -> None:
+        super().__init__()
+        self.dtype = getattr(torch, dtype)
+        self.encoder = encoder.to(self.dtype)
+
+    def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        tokens = self.encoder(pixel_values.to(self.dtype)).float()  # [B, N, D]
+        return tokens, mean_pool(tokens)
+
+
+class Uint8Head(nn.Module):
+    """``images [B, S, S, 3]`` uint8 RGB -> the same outputs, with the model's normalisation inside."""
+
+    def __init__(self, head: EmbeddingHead, mean: Iterable[float], std: Iterable[float]) -> None:
+        super().__init__()
+        self.head = head
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(list(std)).reshape(1, 3, 1, 1)))
+        self.register_buffer(
+            "shift", torch.tensor(list(mean)).reshape(1, 3, 1, 1) / torch.tensor(list(std)).reshape(1, 3, 1, 1)
+        )
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = images.permute(0, 3, 1, 2).float()  # [B, 3, S, S]
+        return self.head(x * self.scale - self.shift)
+
+
+def build_head(encoder: Encoder, *, dtype: Dtype = "float32", uint8_input: bool = False) -> nn.Module:
+    """The module that is exported; works on a copy so the caller's encoder keeps its dtype."""
+    head = EmbeddingHead(copy.deepcopy(encoder).eval(), dtype)
+    if uint8_input:
+        pre = encoder.config.preprocess
+        return Uint8Head(head, pre.mean, pre.std).eval()
+    return head.eval()
+
+
+def example_input(encoder: Encoder, batch: int = 2, *, uint8_input: bool = False) -> Tensor:
+    s = encoder.config.image_size
+    if uint8_input:
+        return torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8)
+    return torch.randn(batch, 3, s, s)
+
+
+def export_onnx(
+    encoder: Encoder,
+    out_path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    *,
+    dtype: Dtype = "float32",
+    uint8_input: bool = False,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+) -> Path:
+    """Export ``encoder`` to ``out_path`` and check the result; returns ``out_path``.
+
+    Weights larger than ``external_data_threshold`` bytes go to ``<out_path>.data`` beside the
+    graph. Raises :class:`ExportError` when the exporter fails, ``onnx.checker`` (full check)
+    rejects the graph, or the graph uses an operator outside :data:`TENSORRT_SAFE_OPS`.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    out_path = Path(out_path)
+    head = build_head(encoder, dtype=dtype, uint8_input=uint8_input)
+    name = UINT8_INPUT_NAME if uint8_input else INPUT_NAME
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    weight_bytes = sum(p.numel() * p.element_size() for p in head.state_dict().values())
+    _quiet_exporter_logs()
+    try:
+        program = torch.onnx.export(
+            head,
+            (example_input(encoder, uint8_input=uint8_input),),
+            None,
+            input_names=[name],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes={_forward_arg(head): {0: batch}},
+            optimize=True,
+            verbose=False,
+        )
+        program.save(out_path, external_data=weight_bytes > external_data_threshold)
+    except Exception as e:  # the exporter raises many unrelated types; name the step and re-raise typed
+        raise ExportError(f"torch.onnx.export failed for {out_path.name}: {type(e).__name__}: {e}") from e
+    check_graph(out_path)
+    return out_path
+
+
+def _forward_arg(head: nn.Module) -> str:
+    return "images" if isinstance(head, Uint8Head) else "pixel_values"
+
+
+def check_graph(path: Path) -> None:
+    """``onnx.checker`` with full shape inference, then the operator allow-list."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"{path.name} fails onnx.checker: {e}") from e
+    unsupported = graph_ops(path) - TENSORRT_SAFE_OPS
+    if unsupported:
+        raise ExportError(f"{path.name} uses operators outside the TensorRT-safe list: {sorted(unsupported)}")
+
+
+def graph_ops(path: Path) -> set[str]:
+    """Operator types in the main graph (and any local functions), without loading external weights."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = {node.op_type for node in model.graph.node}
+    for function in model.functions:
+        ops |= {node.op_type for node in function.node}
+    return ops
+
+
+def _quiet_exporter_logs() -> None:
+    """The exporter warns once per missing torchvision op; irrelevant here and noisy in a CLI."""
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)

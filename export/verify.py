@@ -1,0 +1,162 @@
+"""Verify an exported graph against the PyTorch encoder: random inputs and real photos, batch 1 and 7.
+
+The reference is always the float32 PyTorch encoder. Errors per output: max absolute error,
+relative error (max absolute error / max |reference|, so it is scale-free and stays finite where
+single elements are near zero) and the cosine similarity of each row (mean and min).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.contract import INPUT_NAME, OUTPUT_NAMES, UINT8_INPUT_NAME
+from jepa.config import ModelConfig
+from jepa.preprocess import normalize, prepare_image
+from jepa.vit import Encoder, mean_pool
+
+BATCH_SIZES = (1, 7)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# scikit-image's bundled RGB photographs (no download); greyscale/test patterns left out.
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
+                  "hubble_deep_field.jpg", "ihc.png", "motorcycle_right.png")  # fmt: skip
+
+
+class VerificationError(RuntimeError):
+    """An exported graph disagrees with PyTorch beyond its threshold; the message holds the numbers."""
+
+
+@dataclass(frozen=True)
+class Photos:
+    """Real images for verification, already resized: ``pixels`` is ``uint8 [B, S, S, 3]``."""
+
+    pixels: np.ndarray
+    source: str
+    names: tuple[str, ...]
+
+
+def load_photos(config: ModelConfig, images_dir: Path | None = None, count: int = max(BATCH_SIZES)) -> Photos:
+    """``count`` photos prepared with the model's own preprocessing.
+
+    From ``images_dir`` when given, else scikit-image's bundled photos when it is installed, else
+    smooth synthetic images (recorded as such, so export.json says which were used).
+    """
+    from PIL import Image
+
+    if images_dir is not None:
+        paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+        source = f"dir:{images_dir}"
+    else:
+        paths, source = _skimage_photos(), "scikit-image"
+    if not paths:
+        return Photos(_synthetic(config.image_size, count), "synthetic", ())
+    paths = [paths[i % len(paths)] for i in range(count)]
+    pixels = []
+    for path in paths:
+        with Image.open(path) as im:
+            pixels.append(prepare_image(im, config.preprocess, config.image_size))
+    return Photos(np.stack(pixels), source, tuple(p.name for p in paths))
+
+
+def _skimage_photos() -> list[Path]:
+    try:
+        import skimage.data
+    except ImportError:
+        return []
+    root = Path(skimage.data.__file__).parent
+    return [root / name for name in SKIMAGE_PHOTOS if (root / name).is_file()]
+
+
+def _synthetic(size: int, count: int) -> np.ndarray:
+    """Smooth colour gradients plus noise: image-like statistics without any image files."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    out = []
+    for _ in range(count):
+        a, b, c = rng.uniform(-1, 1, (3, 3))
+        img = np.stack([a[i] * xx + b[i] * yy + c[i] for i in range(3)], axis=-1)
+        img = (img - img.min()) / (np.ptp(img) + 1e-6) * 200 + rng.normal(0, 20, img.shape)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def compare(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """Max absolute, relative (to max |reference|) error and row-wise cosine of two ``[B, ..., D]`` arrays."""
+    ref = reference.astype(np.float64).reshape(-1, reference.shape[-1])
+    got = actual.astype(np.float64).reshape(-1, actual.shape[-1])
+    diff = float(np.abs(ref - got).max())
+    cos = (ref * got).sum(-1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-30)
+    return {
+        "max_abs": diff,
+        "rel": diff / max(float(np.abs(ref).max()), 1e-30),
+        "cos_mean": float(cos.mean()),
+        "cos_min": float(cos.min()),
+    }
+
+
+@torch.inference_mode()
+def torch_reference(encoder: Encoder, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tokens = encoder(torch.from_numpy(pixel_values).float())
+    return tokens.numpy(), mean_pool(tokens).numpy()
+
+
+def check_graph_against_torch(
+    encoder: Encoder, graph: Path, photos: Photos, *, uint8_input: bool = False, seed: int = 0
+) -> list[dict]:
+    """Run ``graph`` in ONNX Runtime (CPU) and the fp32 encoder on the same inputs; one record per case."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    config = encoder.config
+    rng = np.random.default_rng(seed)
+    s = config.image_size
+    records = []
+    for kind in ("random", "photos"):
+        for batch in BATCH_SIZES:
+            if kind == "photos":
+                pixels = photos.pixels[:batch]
+            else:
+                pixels = rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
+            normalised = normalize(pixels, config.preprocess)
+            if kind == "random" and not uint8_input:
+                normalised = rng.standard_normal((batch, 3, s, s)).astype(np.float32)
+            feed = {UINT8_INPUT_NAME: pixels} if uint8_input else {INPUT_NAME: normalised}
+            outputs = session.run(list(OUTPUT_NAMES), feed)
+            references = torch_reference(encoder, normalised)
+            record = {"inputs": kind, "batch": batch}
+            for name, ref, got in zip(OUTPUT_NAMES, references, outputs, strict=True):
+                if got.shape != ref.shape:
+                    raise VerificationError(f"{graph.name}: {name} has shape {got.shape}, PyTorch gives {ref.shape}")
+                record[name] = compare(ref, got)
+            records.append(record)
+    return records
+
+
+def summarise(records: list[dict]) -> dict[str, float]:
+    """Worst case over all records, and the mean global-embedding cosine on photos."""
+    cells = [r[name] for r in records for name in OUTPUT_NAMES]
+    photo_cos = [r["global_embedding"]["cos_mean"] for r in records if r["inputs"] == "photos"]
+    return {
+        "max_abs": max(c["max_abs"] for c in cells),
+        "max_rel": max(c["rel"] for c in cells),
+        "min_cos": min(c["cos_min"] for c in cells),
+        "photos_global_cos_mean": float(np.mean(photo_cos)),
+    }
+
+
+def enforce(graph: Path, summary: dict[str, float], *, max_rel: float | None, min_cos: float | None) -> None:
+    """Raise :class:`VerificationError` with the measured numbers when a threshold is exceeded."""
+    numbers = (
+        f"max abs {summary['max_abs']:.3g}, max rel {summary['max_rel']:.3g}, "
+        f"min cos {summary['min_cos']:.6f}, mean global cos on photos {summary['photos_global_cos_mean']:.6f}"
+    )
+    if max_rel is not None and summary["max_rel"] > max_rel:
+        raise VerificationError(f"{graph.name}: relative error {summary['max_rel']:.3g} > {max_rel:g} ({numbers})")
+    if min_cos is not None and summary["photos_global_cos_mean"] < min_cos:
+        cos = summary["photos_global_cos_mean"]
+        raise VerificationError(f"{graph.name}: mean cosine to fp32 on photos {cos:.6f} < {min_cos:g} ({numbers})")
