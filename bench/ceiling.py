@@ -41,7 +41,9 @@ class Ceiling:
         return {**asdict(self), "best_batch": self.best_batch, "best_images_s": self.best_images_s}
 
 
-def time_forward(fn: Callable[[], object], min_time_s: float, min_iters: int = 3, sync: Callable = lambda: None) -> float:
+def time_forward(
+    fn: Callable[[], object], min_time_s: float, min_iters: int = 3, sync: Callable = lambda: None
+) -> float:
     """Seconds per call of ``fn`` (after one warm-up call), repeated for at least ``min_time_s``."""
     fn()
     sync()

@@ -52,10 +52,12 @@ def bench_size(megapixels: float, preprocess: Preprocess, image_size: int, min_t
     short = preprocess.resize_size or image_size
     row: dict = {"megapixels": megapixels, "jpeg_kib": np.mean([len(f) for f in files]) / 1024}
     for name, opener in (("full", open_full), ("draft", open_draft)):
-        row[f"{name}_decode_ms"] = np.mean([ms_per_call(lambda f=f: opener(f, short), min_time_s) for f in files])
-        row[f"{name}_total_ms"] = np.mean(
-            [ms_per_call(lambda f=f: prepare_image(opener(f, short), preprocess, image_size), min_time_s) for f in files]
-        )
+        decode = [ms_per_call(lambda f=f, o=opener: o(f, short), min_time_s) for f in files]
+        total = [
+            ms_per_call(lambda f=f, o=opener: prepare_image(o(f, short), preprocess, image_size), min_time_s)
+            for f in files
+        ]
+        row[f"{name}_decode_ms"], row[f"{name}_total_ms"] = np.mean(decode), np.mean(total)
     diffs = [
         np.abs(
             prepare_image(open_full(f, short), preprocess, image_size).astype(np.int16)

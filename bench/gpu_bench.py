@@ -84,9 +84,8 @@ def run_onnx_cuda(model_dir: Path, args: argparse.Namespace) -> dict:
     providers = ort.get_available_providers()
     if "CUDAExecutionProvider" not in providers:
         return {"skipped": f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: {providers})"}
-    from export.onnx import export_onnx
-
     import jepa
+    from export.onnx import export_onnx
 
     export_onnx(jepa.load_encoder(model_dir), model_dir / "model.onnx")
     res = ceiling_mod.ceilings(

@@ -136,7 +136,10 @@ def run_load(
         per = [concurrency // procs + (k < concurrency % procs) for k in range(procs)]
         per = [c for c in per if c]
         budget = [None if max_requests is None else max(1, max_requests * c // concurrency) for c in per]
-        jobs = [(spec, images, c, duration_s, b, max(1, warm // len(per)), timeout_s) for c, b in zip(per, budget)]
+        jobs = [
+            (spec, images, c, duration_s, b, max(1, warm // len(per)), timeout_s)
+            for c, b in zip(per, budget, strict=True)
+        ]
         with multiprocessing.get_context("spawn").Pool(len(per)) as pool:
             parts = pool.map(_run_in_process, jobs)
     return _summarise(concurrency, parts)

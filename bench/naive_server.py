@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from typing import Annotated
 
 import torch
 import uvicorn
@@ -32,7 +33,7 @@ def create_app(model_dir: str) -> FastAPI:
         return {"ready": True}
 
     @app.post("/embed")
-    def embed(image: UploadFile = File(...)) -> dict:  # a sync route: FastAPI runs it in its thread pool
+    def embed(image: Annotated[UploadFile, File()]) -> dict:  # a sync route: FastAPI runs it in its thread pool
         try:
             pil = Image.open(io.BytesIO(image.file.read())).convert("RGB")
         except (UnidentifiedImageError, OSError) as e:
