@@ -32,7 +32,7 @@ def write_faulty_graph(path: Path, *, image_size: int, patch: int, dim: int, thr
         numpy_helper.from_array(np.array([1_000_000], np.int64), "far"),
     ]
     nodes = [
-        helper.make_node("Conv", ["pixel_values", "w", "b"], ["conv"], kernel_shape=[patch, patch], strides=[patch] * 2),
+        helper.make_node("Conv", ["pixel_values", "w", "b"], ["conv"], kernel_shape=[patch] * 2, strides=[patch] * 2),
         helper.make_node("ReduceMin", ["pixel_values"], ["lowest4d"], keepdims=1),
         helper.make_node("Reshape", ["lowest4d", "one_shape"], ["lowest"]),
         helper.make_node("Greater", ["lowest", "threshold"], ["poisoned"]),
