@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from export.contract import EXTERNAL_DATA_THRESHOLD
@@ -96,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_description(label)
 
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours to fix
-                report = run_export(encoder, opts, step)
+            report = run_export(encoder, opts, step)
             bar.update()
         except (OutputError, ExportError, VerificationError, TritonError, FileNotFoundError) as e:
             print(f"error: export failed: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -110,27 +111,38 @@ def export_onnx(
     out_path = Path(out_path)
     head = build_head(encoder, dtype=dtype, uint8_input=uint8_input)
     name = UINT8_INPUT_NAME if uint8_input else INPUT_NAME
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     weight_bytes = sum(p.numel() * p.element_size() for p in head.state_dict().values())
-    _quiet_exporter_logs()
-    try:
-        program = torch.onnx.export(
-            head,
-            (example_input(encoder, uint8_input=uint8_input),),
-            None,
-            input_names=[name],
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes={_forward_arg(head): {0: batch}},
-            optimize=True,
-            verbose=False,
-        )
-        program.save(out_path, external_data=weight_bytes > external_data_threshold)
-    except Exception as e:  # the exporter raises many unrelated types; name the step and re-raise typed
-        raise ExportError(f"torch.onnx.export failed for {out_path.name}: {type(e).__name__}: {e}") from e
+    _run_exporter(head, example_input(encoder, uint8_input=uint8_input), name, opset, out_path,
+                  external_data=weight_bytes > external_data_threshold)  # fmt: skip
     check_graph(out_path)
     return out_path
+
+
+def _run_exporter(
+    head: nn.Module, example: Tensor, input_name: str, opset: int, out_path: Path, *, external_data: bool
+) -> None:
+    """``torch.onnx.export`` (dynamo) with a dynamic batch axis, saved to ``out_path``."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    _quiet_exporter_logs()
+    with warnings.catch_warnings():
+        # torch.export's pytree deprecation notices come from inside torch; nothing for our users to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            program = torch.onnx.export(
+                head,
+                (example,),
+                None,
+                input_names=[input_name],
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes={_forward_arg(head): {0: batch}},
+                optimize=True,
+                verbose=False,
+            )
+            program.save(out_path, external_data=external_data)
+        except Exception as e:  # the exporter raises many unrelated types; name the step and re-raise typed
+            raise ExportError(f"torch.onnx.export failed for {out_path.name}: {type(e).__name__}: {e}") from e
 
 
 def _forward_arg(head: nn.Module) -> str:

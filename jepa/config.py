@@ -102,6 +102,13 @@ class ModelConfig(_Frozen):
     preprocess: Preprocess = Preprocess()
     provenance: Provenance = Provenance()
 
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        resize_size = self.preprocess.resize_size
+        if self.preprocess.resize == "shorter_crop" and resize_size is not None and resize_size < self.image_size:
+            raise ValueError(f"preprocess.resize_size {resize_size} is smaller than image_size {self.image_size}")
+        return self
+
     @property
     def embed_dim(self) -> int:
         return self.architecture.embed_dim

@@ -34,21 +34,17 @@ _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB.
 
-    Transparent images (RGBA, LA, PA, P with a transparency key) are composited on white, as
-    Hugging Face's processors do; 16/32-bit greyscale is scaled to 8 bits rather than clipped,
-    which is what a plain ``convert("RGB")`` would do to a 16-bit PNG.
+    Transparent images (an alpha band, or a ``transparency`` key as P, L and RGB PNGs carry) are
+    composited on white, as Hugging Face's processors do; 16/32-bit greyscale is scaled to 8 bits
+    rather than clipped, which is what a plain ``convert("RGB")`` would do to a 16-bit PNG.
     """
-    if image.mode == "RGB":
-        return image
     if image.mode in _HIGH_DEPTH_MODES:
         return _high_depth_to_rgb(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
@@ -63,23 +59,22 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resize_and_crop(image: Image.Image, config: Preprocess, image_size: int) -> Image.Image:
-    """Resize as ``config`` says and return an ``image_size`` x ``image_size`` RGB image."""
+    """Resize as ``config`` says and return an ``image_size`` x ``image_size`` image.
+
+    ``shorter_crop`` sizes and crop offsets are rounded down, as Hugging Face's processors do.
+    """
     resample = RESAMPLING[config.interpolation]
     if config.resize == "squash":
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), resample=resample)
-        return image
+        return image.resize((image_size, image_size), resample=resample) if image.size != (image_size,) * 2 else image
     short = config.resize_size or image_size
+    if short < image_size:
+        raise ValueError(f"resize_size {short} is smaller than the crop {image_size}")
     w, h = image.size
-    if w <= h:
-        new_w, new_h = short, int(short * h / w)
-    else:
-        new_w, new_h = int(short * w / h), short
+    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), resample=resample)
-    left = round((new_w - image_size) / 2.0)
-    top = round((new_h - image_size) / 2.0)
-    if (left, top, new_w, new_h) != (0, 0, image_size, image_size):
+    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    if (new_w, new_h) != (image_size, image_size):
         image = image.crop((left, top, left + image_size, top + image_size))
     return image
 

@@ -21,7 +21,7 @@ from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions, decode_all
 from service.encode import ModelFacts, encode, gather_arrays, negotiate
-from service.errors import ApiError, ClientClosed, install_handlers, status_of
+from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
@@ -33,16 +33,16 @@ log = logging.getLogger("service")
 
 async def start(state: AppState) -> None:
     """Load the backend (in a thread), start the batcher, warm it with a full batch."""
-    settings = state.settings
+    s = state.settings
     loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, load_backend, settings, state.model_path)
+    backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
     config = backend.config
     norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
-    limits = BatchLimits(
-        settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue, settings.retry_after_s
+    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
+    state.batcher = Batcher(backend, limits, norm, state.metrics)
+    state.decode_options = DecodeOptions(
+        config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
     )
-    state.batcher = Batcher(backend, limits, norm, state.decode_pool, state.metrics)
-    state.decode_options = DecodeOptions(config.preprocess, config.image_size, settings.max_pixels, settings.jpeg_draft)
     state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
     state.metrics.model.info(
         {
@@ -54,7 +54,7 @@ async def start(state: AppState) -> None:
         }
     )
     state.batcher.start()
-    if settings.warmup:
+    if s.warmup:
         await state.batcher.warmup()
     state.warmed = True
     log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
@@ -142,9 +142,8 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             body, media = encode(kind, gather_arrays(results, options), state.facts, options)
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
-            outcome = e.type if status_of(e) < 500 or isinstance(e, ClientClosed) else f"{status_of(e)}_{e.type}"
-            m.requests.labels(outcome).inc()
-            m.images.labels(outcome).inc(count)
+            m.requests.labels(e.type).inc()
+            m.images.labels(e.type).inc(count)
             raise
         except Exception:
             m.requests.labels("internal_error").inc()
@@ -163,12 +162,12 @@ async def wait_or_disconnect(request: Request, futures: list[asyncio.Future[Resu
     gathered = asyncio.gather(*futures)
     watcher = asyncio.create_task(_disconnected(request))
     try:
-        await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
         if not gathered.done():
-            gathered.cancel()
-    if gathered.cancelled():
+            gathered.cancel()  # cancels every image's future: the batcher skips them
+    if gathered not in done:
         raise ClientClosed("the client disconnected before the result was ready")
     return gathered.result()
 
@@ -208,6 +207,7 @@ def describe(state: AppState) -> dict[str, object]:
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
             "jpeg_draft": s.jpeg_draft,
+            "jpeg_draft_margin": s.jpeg_draft_margin,
         },
         "ready": state.not_ready_reason() is None,
     }

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,10 @@ from service.metrics import Metrics
 log = logging.getLogger("service")
 
 Result = tuple[np.ndarray, np.ndarray]  # global [D], patch [N, D]
+
+
+class InferenceTimeout(RuntimeError):
+    """The backend did not return within ``inference_timeout_s`` (a hung device or driver)."""
 
 
 @dataclass
@@ -43,6 +47,7 @@ class BatchLimits:
     max_wait_s: float
     max_queue: int
     retry_after_s: int
+    inference_timeout_s: float = 600.0
 
 
 class Batcher:
@@ -51,19 +56,21 @@ class Batcher:
         backend: Backend,
         limits: BatchLimits,
         normalize: Callable[[np.ndarray], np.ndarray] | None,
-        prep_pool: Executor,
         metrics: Metrics,
     ) -> None:
         self.backend = backend
         self.limits = limits
         self.fatal: BaseException | None = None
         self._normalize = normalize
-        self._prep_pool = prep_pool
+        # One thread stacks and normalises batch k+1 while the other runs batch k.
+        self._prep_pool = ThreadPoolExecutor(1, thread_name_prefix="jepa-prep")
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="jepa-infer")
+        self._taken: set[asyncio.Future[Result]] = set()  # taken from the queue, not yet answered
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._hurry = False  # set when draining: stop waiting for batches to fill
         self._task: asyncio.Task[None] | None = None
 
     # -- the caller's side --
@@ -109,6 +116,11 @@ class Batcher:
         self._task = asyncio.create_task(self._loop(), name="jepa-batcher")
         self._task.add_done_callback(self._on_loop_exit)
 
+    def hurry(self) -> None:
+        """Run what is queued without waiting ``max_wait`` for company (used while draining)."""
+        self._hurry = True
+        self._wakeup.set()
+
     async def close(self, timeout_s: float) -> None:
         """Stop admitting, finish what is queued (up to ``timeout_s``), then release the threads."""
         self._closing = True
@@ -120,6 +132,7 @@ class Batcher:
                 log.warning("batcher did not drain within %.1f s; failing %d queued images", timeout_s, self.queued)
                 self._task.cancel()
         self._fail_queued(NotReady("the server shut down before this image ran"))
+        self._prep_pool.shutdown(wait=False, cancel_futures=True)
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
 
@@ -130,10 +143,13 @@ class Batcher:
             self._fail_queued(NotReady("the batcher stopped after an internal error"))
 
     def _fail_queued(self, error: Exception) -> None:
-        while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(error)
+        """Answer every image still waiting, queued or taken into a batch that will not finish."""
+        futures = [item.future for item in self._queue] + list(self._taken)
+        self._queue.clear()
+        self._taken.clear()
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
         self._metrics.queue_depth.set(0)
 
     # -- the task's side --
@@ -153,22 +169,27 @@ class Batcher:
 
     async def _collect(self) -> list[_Item] | None:
         """Wait for at least one live item, then (with ``max_wait``) for a full batch or the deadline."""
-        while not self._drop_cancelled():
-            if self._closing:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        deadline = self._queue[0].enqueued + self.limits.max_wait_s
-        while len(self._queue) < self.limits.max_batch_size and not self._closing:
+        while True:
+            while not self._drop_cancelled():
+                if self._closing:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._fill(deadline=self._queue[0].enqueued + self.limits.max_wait_s)
+            items = self._take(self.limits.max_batch_size)
+            if items:  # empty when every waiting client left during the wait
+                return items
+
+    async def _fill(self, deadline: float) -> None:
+        while len(self._queue) < self.limits.max_batch_size and not (self._closing or self._hurry):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                break
+                return
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except asyncio.TimeoutError:
-                break
-        return self._take(self.limits.max_batch_size)
+                return
 
     def _drop_cancelled(self) -> bool:
         """Drop items at the head whose client left; True when a live item is queued."""
@@ -184,6 +205,7 @@ class Batcher:
             item = self._queue.popleft()
             if not item.future.cancelled():
                 taken.append(item)
+                self._taken.add(item.future)
                 self._metrics.stage_seconds.labels("queue").observe(now - item.enqueued)
         self._metrics.queue_depth.set(len(self._queue))
         return taken
@@ -203,6 +225,12 @@ class Batcher:
         return await loop.run_in_executor(self._prep_pool, self._assemble, [it.pixels for it in items])
 
     async def _infer(self, items: list[_Item], batch: np.ndarray) -> None:
+        try:
+            await self._run_batch(items, batch)
+        finally:
+            self._taken.difference_update(it.future for it in items)
+
+    async def _run_batch(self, items: list[_Item], batch: np.ndarray) -> None:
         live = [k for k, it in enumerate(items) if not it.future.cancelled()]
         if not live:
             return
@@ -214,8 +242,14 @@ class Batcher:
             return
         self._metrics.batch_size.observe(len(items))
         start = time.perf_counter()
+        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch)
         try:
-            pooled, tokens = await asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch)
+            pooled, tokens = await asyncio.wait_for(asyncio.shield(running), self.limits.inference_timeout_s)
+        except asyncio.TimeoutError:
+            # The thread cannot be stopped and every later batch would queue behind it: latch not-ready.
+            hung = InferenceTimeout(f"inference took longer than {self.limits.inference_timeout_s:g} s")
+            self._on_batch_error(items, hung)
+            return
         except Exception as e:
             self._on_batch_error(items, e)
             return
@@ -226,7 +260,7 @@ class Batcher:
                 it.future.set_result((pooled[k], tokens[k]))
 
     def _on_batch_error(self, items: list[_Item], error: Exception) -> None:
-        if is_fatal(error):
+        if is_fatal(error) or isinstance(error, InferenceTimeout):
             self.fatal = error
             log.critical("fatal inference error; /ready is now 503", exc_info=error)
         else:

@@ -2,8 +2,9 @@
 
 The header is read first (``Image.open`` parses only that), so a decompression bomb or an image
 over ``max_pixels`` is refused before any pixel is decoded. Large JPEGs are decoded at reduced
-DCT scale (Pillow ``draft``) but never below twice the size the resize needs, so the resize's
-own low-pass filter dominates the difference (measured in tests/service/test_decode.py).
+DCT scale (Pillow ``draft``) but never below ``jpeg_draft_margin`` times the size the resize
+needs, the same trade as Pillow's ``reducing_gap``: the resize's own low-pass filter dominates,
+and the prepared pixels move by a few levels at most (measured in tests/service/test_decode.py).
 Everything after that is :func:`jepa.preprocess.prepare_image`, the same code ``embed`` uses.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -25,6 +27,11 @@ from service.errors import ApiError, InvalidImage, PayloadTooLarge
 
 log = logging.getLogger("service")
 
+# Formats Pillow may parse here. Anything else (EPS and PDF, which hand the bytes to Ghostscript;
+# ICNS, PSD, ...) is refused: a smaller attack surface for bytes from strangers. The JPEG
+# opener also returns the multi-picture JPEGs (format "MPO") many phones write.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
 
 @dataclass(frozen=True)
 class DecodeOptions:
@@ -32,13 +39,13 @@ class DecodeOptions:
     image_size: int
     max_pixels: int
     jpeg_draft: bool = True
+    jpeg_draft_margin: float = 4.0
 
 
 def draft_target(options: DecodeOptions) -> int:
-    """Shortest side the decoded JPEG must keep: twice what the resize produces."""
-    if options.preprocess.resize == "squash":
-        return 2 * options.image_size
-    return 2 * (options.preprocess.resize_size or options.image_size)
+    """Shortest side a drafted JPEG must keep: ``jpeg_draft_margin`` times what the resize produces."""
+    short = options.image_size if options.preprocess.resize == "squash" else options.preprocess.resize_size
+    return math.ceil(options.jpeg_draft_margin * (short or options.image_size))
 
 
 def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
@@ -46,11 +53,12 @@ def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
     if not data:
         raise InvalidImage(f"image {index} is empty", index=index)
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError as e:
         raise PayloadTooLarge(f"image {index} is too large to decode: {e}", index=index) from e
     except UnidentifiedImageError as e:
-        raise InvalidImage(f"image {index} is not a recognised image format", index=index) from e
+        supported = ", ".join(FORMATS)
+        raise InvalidImage(f"image {index} is not an image in a supported format ({supported})", index=index) from e
     with image:
         width, height = image.size
         if width * height > options.max_pixels:
@@ -58,7 +66,7 @@ def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
                 f"image {index} is {width}x{height} = {width * height} pixels, over the limit of {options.max_pixels}",
                 index=index,
             )
-        if options.jpeg_draft and image.format == "JPEG":
+        if options.jpeg_draft and image.format in ("JPEG", "MPO"):
             target = draft_target(options)
             if min(width, height) >= 2 * target:
                 image.draft(None, (target, target))

@@ -51,8 +51,9 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
                 f"JSON requests take options in the body, not the query: {list(request.query_params)}"
             )
         body = await read_body(request, settings.max_body_bytes)
-        req = await asyncio.get_running_loop().run_in_executor(pool, parse_json, body, settings.max_images_per_request)
-        blobs = await images_from_json(req.images, settings)
+        loop = asyncio.get_running_loop()  # JSON parsing and base64 are CPU work: off the event loop
+        req, decoded = await loop.run_in_executor(pool, parse_json_images, body, settings.max_images_per_request)
+        blobs = [b if b is not None else await fetch_url(req.images[i], i, settings) for i, b in enumerate(decoded)]
         return blobs, EmbedOptions(**req.model_dump(exclude={"images"}))
     if kind == "multipart/form-data":
         options = options_from_query(request)
@@ -104,14 +105,11 @@ def parse_json(body: bytes, max_images: int) -> EmbedRequest:
         raise InvalidParameters(_summarise(e)) from e
 
 
-async def images_from_json(items: list[str], settings: Settings) -> list[bytes]:
-    out = []
-    for i, item in enumerate(items):
-        if item.startswith(("http://", "https://")):
-            out.append(await fetch_url(item, i, settings))
-        else:
-            out.append(decode_base64(item, i))
-    return out
+def parse_json_images(body: bytes, max_images: int) -> tuple[EmbedRequest, list[bytes | None]]:
+    """The request and each image's bytes (``None`` for URLs, fetched later on the event loop)."""
+    req = parse_json(body, max_images)
+    urls = ("http://", "https://")
+    return req, [None if item.startswith(urls) else decode_base64(item, i) for i, item in enumerate(req.images)]
 
 
 def decode_base64(item: str, index: int) -> bytes:

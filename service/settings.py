@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         256, ge=1, description="Most images waiting for inference; beyond it requests get 503 with Retry-After."
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 answers.")
+    inference_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest one inference call may take; beyond it the batch fails and /ready latches 503 "
+        "(a hung device cannot be recovered in-process).",
+    )
     # -- request limits --
     max_images_per_request: int = Field(64, ge=1, description="Most images in one POST /embed.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 beyond).")
@@ -76,8 +82,14 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
     jpeg_draft: bool = Field(
         True,
-        description="Decode large JPEGs at reduced DCT scale (Pillow draft), only down to twice the size the "
-        "resize needs, so the change stays within the resize's own error.",
+        description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "
+        "times the size the resize needs. Off = every pixel decoded, results bit-equal to Encoder.embed.",
+    )
+    jpeg_draft_margin: float = Field(
+        4.0,
+        ge=2.0,
+        description="How much larger than the resize target a drafted JPEG stays (like Pillow's reducing_gap). "
+        "At 4, the prepared pixels differ from a full decode by at most a few levels (tests/service/test_decode.py).",
     )
     # -- security --
     api_key: SecretStr | None = Field(

@@ -65,6 +65,8 @@ class AppState:
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new work and wait for accepted requests to finish; False if ``timeout_s`` ran out."""
         self.draining = True
+        if self.batcher is not None:
+            self.batcher.hurry()
         if self.inflight == 0:
             return True
         try:

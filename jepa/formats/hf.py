@@ -1,13 +1,15 @@
-"""Hugging Face ``IJepaModel`` directories -> our encoder state dict and config.
+"""Hugging Face ``IJepaModel`` directories -> our encoder state dict, architecture and preprocessing.
 
-HF stores separate ``query``/``key``/``value`` projections under renamed keys; we fuse them into
-one ``qkv`` and rename the rest. Both the saved layout (``encoder.layer.N.attention.attention.query``)
-and the in-memory layout of newer transformers (``layers.N.attention.q_proj``) are accepted.
-Note that the HF (and timm) conversions of Meta's checkpoints hold the *context* encoder.
+HF stores separate query/key/value projections under renamed keys; we fuse them into one ``qkv``
+and rename the rest. Both the layout ``save_pretrained`` writes (``encoder.layer.N.attention.
+attention.query``) and transformers 5's in-memory layout (``layers.N.attention.q_proj``) are
+accepted. Pure functions, no I/O. Note that HF's (and timm's) conversions of Meta's checkpoints
+hold the *context* encoder.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,89 +17,73 @@ from typing import Any
 from jepa.config import Architecture, Interpolation, Preprocess
 from jepa.errors import ConfigError
 
-# (HF pattern, our name); ``{i}`` is the block index.
+_BLOCK = r"(?:encoder\.layer|layers)\.(\d+)\."  # saved | in-memory (transformers 5)
+
+# (HF key prefix, our key prefix); ``\1`` is the block index. The leaf (``weight``/``bias``) is kept.
 RENAMES: tuple[tuple[str, str], ...] = (
-    ("embeddings.patch_embeddings.projection", "patch_embed.proj"),
-    ("embeddings.position_embeddings", "pos_embed"),
-    ("encoder.layer.{i}.layernorm_before", "blocks.{i}.norm1"),
-    ("encoder.layer.{i}.attention.output.dense", "blocks.{i}.attn.proj"),
-    ("encoder.layer.{i}.layernorm_after", "blocks.{i}.norm2"),
-    ("encoder.layer.{i}.intermediate.dense", "blocks.{i}.mlp.fc1"),
-    ("encoder.layer.{i}.output.dense", "blocks.{i}.mlp.fc2"),
-    ("layers.{i}.layernorm_before", "blocks.{i}.norm1"),
-    ("layers.{i}.attention.o_proj", "blocks.{i}.attn.proj"),
-    ("layers.{i}.layernorm_after", "blocks.{i}.norm2"),
-    ("layers.{i}.mlp.fc1", "blocks.{i}.mlp.fc1"),
-    ("layers.{i}.mlp.fc2", "blocks.{i}.mlp.fc2"),
-    ("layernorm", "norm"),
+    (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"embeddings\.position_embeddings$", "pos_embed"),
+    (_BLOCK + r"layernorm_before\.", r"blocks.\1.norm1."),
+    (_BLOCK + r"layernorm_after\.", r"blocks.\1.norm2."),
+    (_BLOCK + r"attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (_BLOCK + r"attention\.o_proj\.", r"blocks.\1.attn.proj."),
+    (_BLOCK + r"intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+    (_BLOCK + r"mlp\.fc1\.", r"blocks.\1.mlp.fc1."),
+    (_BLOCK + r"output\.dense\.", r"blocks.\1.mlp.fc2."),
+    (_BLOCK + r"mlp\.fc2\.", r"blocks.\1.mlp.fc2."),
+    (r"layernorm\.", "norm."),
 )
-# Separate q/k/v projections, fused in this order into ``blocks.{i}.attn.qkv``.
-QKV_PARTS: tuple[tuple[str, ...], ...] = (
-    (
-        "encoder.layer.{i}.attention.attention.query",
-        "encoder.layer.{i}.attention.attention.key",
-        "encoder.layer.{i}.attention.attention.value",
-    ),
-    ("layers.{i}.attention.q_proj", "layers.{i}.attention.k_proj", "layers.{i}.attention.v_proj"),
-)
-DROPPED_PREFIXES = ("pooler.", "classifier.")
-STRIPPED_PREFIXES = ("ijepa.",)
+_RENAMES = tuple((re.compile(src), dst) for src, dst in RENAMES)
+# Separate projections, fused in q, k, v order into ``blocks.N.attn.qkv``.
+_QKV = re.compile(_BLOCK + r"attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$")
+_QKV_ORDER = {"query": 0, "key": 1, "value": 2, "q": 0, "k": 1, "v": 2}
+
+STRIPPED_PREFIXES = ("ijepa.",)  # IJepaForImageClassification wraps the model
+DROPPED_PREFIXES = ("pooler.", "classifier.", "embeddings.mask_token")  # not part of the encoder's forward
 
 # PIL resampling codes used in ``preprocessor_config.json``.
-PIL_RESAMPLE: dict[int, Interpolation] = {
-    0: "nearest",
-    1: "lanczos",
-    2: "bilinear",
-    3: "bicubic",
-    4: "box",
-    5: "hamming",
-}
+_PIL_ORDER: tuple[Interpolation, ...] = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
+PIL_RESAMPLE: dict[int, Interpolation] = dict(enumerate(_PIL_ORDER))
 
 
-def _rename(key: str) -> str | None:
-    for src, dst in RENAMES:
-        src_re = re.escape(src).replace(r"\{i\}", r"(\d+)")
-        m = re.fullmatch(src_re + r"(\.weight|\.bias)?", key)
-        if m:
-            groups = m.groups()
-            name = dst.replace("{i}", groups[0]) if "{i}" in src else dst
-            return name + (groups[-1] or "")
-    return None
+def rename(key: str) -> str:
+    """One HF key -> ours; keys we do not know come back unchanged, so the strict load names them."""
+    for pattern, dst in _RENAMES:
+        if m := pattern.match(key):
+            return m.expand(dst) + key[m.end() :]
+    return key
 
 
 def convert_hf(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename HF keys to ours and fuse q/k/v; unknown keys pass through so the strict load names them."""
+    """Rename HF keys to ours and fuse q/k/v into ``qkv`` (rows in q, k, v order)."""
     import torch
 
     out: dict[str, Any] = {}
-    qkv: dict[tuple[str, int, str], dict[int, Any]] = {}
+    qkv: dict[str, dict[int, Any]] = {}
     for key, value in state_dict.items():
-        for prefix in STRIPPED_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
+        key = key.removeprefix(STRIPPED_PREFIXES[0])
         if key.startswith(DROPPED_PREFIXES):
             continue
-        part = _qkv_part(key)
-        if part is not None:
-            block, which, leaf = part
-            qkv.setdefault((f"blocks.{block}.attn.qkv", block, leaf), {})[which] = value
-            continue
-        out[_rename(key) or key] = value
-    for (name, _, leaf), parts in qkv.items():
-        if set(parts) != {0, 1, 2}:
-            missing = [("query", "key", "value")[j] for j in range(3) if j not in parts]
-            raise ConfigError(f"{name}.{leaf}: missing separate {', '.join(missing)} projection(s)")
-        out[f"{name}.{leaf}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
+        if m := _QKV.match(key):
+            block, long_name, short_name, leaf = m.groups()
+            qkv.setdefault(f"blocks.{block}.attn.qkv.{leaf}", {})[_QKV_ORDER[long_name or short_name]] = value
+        else:
+            out[rename(key)] = value
+    for name, parts in qkv.items():
+        if len(parts) != 3:
+            missing = [p for p, i in (("query", 0), ("key", 1), ("value", 2)) if i not in parts]
+            raise ConfigError(f"{name}: the separate {', '.join(missing)} projection is missing")
+        out[name] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
     return out
 
 
-def _qkv_part(key: str) -> tuple[int, int, str] | None:
-    for parts in QKV_PARTS:
-        for which, pattern in enumerate(parts):
-            m = re.fullmatch(re.escape(pattern).replace(r"\{i\}", r"(\d+)") + r"\.(weight|bias)", key)
-            if m:
-                return int(m.group(1)), which, m.group(2)
-    return None
+def _square(value: Any, name: str) -> int:
+    """HF allows ``image_size``/``patch_size`` as an int or an ``[h, w]`` pair; we need squares."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ConfigError(f"{name} {value} is not square (only square sizes are supported)")
+        value = value[0]
+    return int(value)
 
 
 def architecture_from_hf(config: Mapping[str, Any], pos_positions: int | None = None) -> Architecture:
@@ -106,10 +92,10 @@ def architecture_from_hf(config: Mapping[str, Any], pos_positions: int | None = 
         raise ConfigError(f"model_type is {config.get('model_type')!r}, expected 'ijepa'")
     if config.get("hidden_act", "gelu") != "gelu":
         raise ConfigError(f"hidden_act {config['hidden_act']!r} is not supported (only exact 'gelu')")
-    patch = int(config.get("patch_size", 16))
-    image_size = int(config.get("image_size", 224))
+    patch = _square(config.get("patch_size", 16), "patch_size")
+    image_size = _square(config.get("image_size", 224), "image_size")
     if pos_positions is not None:
-        side = round(pos_positions**0.5)
+        side = math.isqrt(pos_positions)
         if side * side != pos_positions:
             raise ConfigError(f"position table of {pos_positions} entries is not a square grid")
         image_size = side * patch
@@ -126,15 +112,38 @@ def architecture_from_hf(config: Mapping[str, Any], pos_positions: int | None = 
     )
 
 
-def preprocess_from_hf(processor: Mapping[str, Any] | None) -> Preprocess:
-    """``preprocessor_config.json`` -> Preprocess; without one, the ViT processor's defaults."""
-    processor = processor or {}
-    size = processor.get("size") or {"height": 224, "width": 224}
-    resample = PIL_RESAMPLE.get(int(processor.get("resample", 2)), "bilinear")
-    mean = tuple(processor.get("image_mean", (0.5, 0.5, 0.5)))
-    std = tuple(processor.get("image_std", (0.5, 0.5, 0.5)))
+def preprocess_from_hf(processor: Mapping[str, Any] | None, image_size: int) -> Preprocess:
+    """``preprocessor_config.json`` -> Preprocess; without one, the ViT processor's defaults at ``image_size``.
+
+    Settings we cannot reproduce exactly (no resize, no 1/255 rescale, an output size other than
+    the model's ``image_size``) raise rather than silently preprocess differently from HF.
+    """
+    p = dict(processor or {})
+    if not p.get("do_resize", True) or not p.get("do_rescale", True):
+        raise ConfigError("do_resize=false / do_rescale=false are not supported")
+    if not math.isclose(float(p.get("rescale_factor", 1 / 255)), 1 / 255):
+        raise ConfigError(f"rescale_factor {p['rescale_factor']} is not supported (only 1/255)")
+    if int(p.get("resample", 2)) not in PIL_RESAMPLE:
+        raise ConfigError(f"unknown resample code {p['resample']}")
+    normalize = p.get("do_normalize", True)
+    common = {
+        "interpolation": PIL_RESAMPLE[int(p.get("resample", 2))],
+        "mean": tuple(p.get("image_mean", (0.5, 0.5, 0.5))) if normalize else (0.0, 0.0, 0.0),
+        "std": tuple(p.get("image_std", (0.5, 0.5, 0.5))) if normalize else (1.0, 1.0, 1.0),
+    }
+    size = p.get("size", image_size)
+    size = {"height": size, "width": size} if isinstance(size, int) else size
+    crop = p.get("crop_size") if p.get("do_center_crop") else None
+    crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
     if "shortest_edge" in size:
-        return Preprocess(
-            resize="shorter_crop", resize_size=int(size["shortest_edge"]), interpolation=resample, mean=mean, std=std
-        )
-    return Preprocess(resize="squash", interpolation=resample, mean=mean, std=std)
+        if crop is None:
+            raise ConfigError("size.shortest_edge without a centre crop gives non-square images (not supported)")
+        out, resize = (crop["height"], crop["width"]), "shorter_crop"
+        common["resize_size"] = int(size["shortest_edge"])
+    else:
+        out, resize = (size["height"], size["width"]), "squash"
+        if crop is not None and (crop["height"], crop["width"]) != out:
+            raise ConfigError(f"a crop {crop} after squashing to {out} is not supported")
+    if out != (image_size, image_size):
+        raise ConfigError(f"the processor makes {out[0]}x{out[1]} images but the model takes {image_size}x{image_size}")
+    return Preprocess(resize=resize, **common)

@@ -31,9 +31,10 @@ def is_model_dir(path: Path) -> bool:
     if not (path.is_dir() and config.is_file()):
         return False
     try:
-        return json.loads(config.read_text()).get("format") == "jepa-encoder"
+        raw = json.loads(config.read_text())
     except (OSError, ValueError):
         return False
+    return isinstance(raw, dict) and raw.get("format") == "jepa-encoder"
 
 
 def read_config(path: str | Path) -> ModelConfig:

@@ -1,0 +1,123 @@
+"""The process around the app: CLI and env settings, API key, and the SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from service.__main__ import parse_settings
+from service.settings import DEFAULT_MODEL_DIR, Settings
+from tests.service.conftest import REPO, start_subprocess
+
+
+def test_cli_flags_and_env_map_to_settings(monkeypatch):
+    monkeypatch.setenv("JEPA_MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("JEPA_URL_ALLOWLIST", "images.example.com, cdn.example.com")
+    monkeypatch.setenv("JEPA_ALLOW_URL_FETCH", "true")
+    s = parse_settings(["--model", "m", "--backend", "torch", "--max-wait-ms", "5", "--no-jpeg-draft"])
+    assert (s.model, s.backend, s.max_wait_ms, s.jpeg_draft) == ("m", "torch", 5.0, False)
+    assert s.max_batch_size == 16  # env
+    assert s.url_allowlist == ("images.example.com", "cdn.example.com")
+    s = parse_settings(["--model", "m", "--max-batch-size", "4"])
+    assert s.max_batch_size == 4  # the flag wins over the env
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="extra"):
+        Settings(model="m", max_batch=3)
+    with pytest.raises(ValueError, match="url_allowlist"):
+        Settings(model="m", allow_url_fetch=True)
+    with pytest.raises(ValueError, match="max_queue"):
+        Settings(model="m", max_queue=4, max_images_per_request=8)
+
+
+def run_cli(args: list[str], cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    env.pop("JEPA_MODEL", None)
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def test_cli_without_model_says_how_to_pass_one(tmp_path):
+    if (REPO / DEFAULT_MODEL_DIR).is_dir():
+        pytest.skip("the default model is shipped; python -m service serves it")
+    r = run_cli([], tmp_path)
+    assert r.returncode == 2
+    assert "--model PATH" in r.stderr and "JEPA_MODEL" in r.stderr and DEFAULT_MODEL_DIR in r.stderr
+
+
+def test_cli_rejects_bad_flags_and_env(tmp_path):
+    r = run_cli(["--model", "x", "--backend", "tensorflow"], tmp_path)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run_cli(["--model", "x"], tmp_path, env={"JEPA_MAX_BATCH_SIZE": "0"})
+    assert r.returncode == 2 and "max_batch_size" in r.stderr
+
+
+def test_api_key(serve, tiny_model_dir, jpeg_bytes):
+    srv = serve(tiny_model_dir, api_key="s3cret", metrics_require_key=True)
+
+    def embed(headers):
+        return httpx.post(srv.url + "/embed", content=jpeg_bytes[1], headers={"Content-Type": "image/jpeg", **headers})
+
+    r = embed({})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert embed({"Authorization": "Bearer wrong"}).status_code == 401
+    assert embed({"Authorization": "s3cret"}).status_code == 401
+    assert embed({"Authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.get(srv.url + "/health").status_code == 200 and httpx.get(srv.url + "/ready").status_code == 200
+    assert httpx.get(srv.url + "/info").status_code == 401
+    assert httpx.get(srv.url + "/metrics").status_code == 401
+    assert httpx.get(srv.url + "/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    open_metrics = serve(tiny_model_dir, api_key="s3cret")
+    assert httpx.get(open_metrics.url + "/metrics").status_code == 200
+
+
+def queue_depth(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("jepa_queue_depth "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_sigterm_drains_without_losing_accepted_requests(tiny_model_dir, jpeg_bytes):
+    proc, url = start_subprocess(["--model", str(tiny_model_dir), "--backend", "torch", "--device", "cpu",
+                                  "--max-wait-ms", "3000", "--max-batch-size", "64"])  # fmt: skip
+    try:
+        results: list[httpx.Response] = []
+
+        def send() -> None:
+            results.append(httpx.post(url + "/embed", content=jpeg_bytes[1], headers={"Content-Type": "image/jpeg"},
+                                      timeout=30))  # fmt: skip
+
+        threads = [threading.Thread(target=send) for _ in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while queue_depth(url) < 6:  # all six accepted and waiting for the batch to fill
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with httpx.Client() as probe:  # a connection opened before the signal, as a load balancer's would be
+            probe.get(url + "/health")
+            start = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+            ready = probe.get(url + "/ready")
+            refused = probe.post(url + "/embed", content=jpeg_bytes[1], headers={"Content-Type": "image/jpeg"})
+        for t in threads:
+            t.join(timeout=30)
+        assert ready.status_code == 503 and "draining" in ready.json()["error"]["message"]
+        assert refused.status_code == 503 and refused.headers.get("Retry-After")
+        assert [r.status_code for r in results] == [200] * 6  # no accepted request lost
+        assert time.perf_counter() - start < 2.5  # draining ran the queue without waiting out max_wait
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

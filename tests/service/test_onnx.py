@@ -1,0 +1,85 @@
+"""The ONNX Runtime backend: ``auto`` picks it, results match torch, uint8-input graphs work, and
+the whole serving path runs in an interpreter where importing torch fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from service.backends import choose_backend
+from service.settings import Settings
+from tests.service.conftest import REPO, open_bytes, rel_err, start_subprocess
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("torch is blocked in this test", name=name)
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def embed_files(url: str, blobs: list[bytes], **params: str) -> httpx.Response:
+    files = [("image", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(blobs)]
+    return httpx.post(url + "/embed", files=files, params={"outputs": "global,patch", **params}, timeout=30)
+
+
+def test_auto_choice(tiny_model_dir, onnx_model_dir):
+    assert choose_backend(Settings(model="x"), str(tiny_model_dir))[0] == "torch"
+    name, why = choose_backend(Settings(model="x"), str(onnx_model_dir))
+    assert name == "onnxruntime" and "model.onnx found" in why
+    assert choose_backend(Settings(model="x", dtype="bfloat16"), str(onnx_model_dir))[0] == "torch"
+    assert choose_backend(Settings(model="x", backend="torch"), str(onnx_model_dir))[0] == "torch"
+
+
+@pytest.mark.parametrize("graph", ["model.onnx", "model.uint8.onnx"])
+def test_onnx_matches_torch_embed(serve, onnx_model_dir, tiny_encoder, jpeg_bytes, graph):
+    srv = serve(onnx_model_dir, onnx_file=graph)
+    info = httpx.get(srv.url + "/info").json()["backend"]
+    assert info["name"] == "onnxruntime" and info["graph"] == graph
+    assert info["input"] == ("uint8" if "uint8" in graph else "float")
+    r = embed_files(srv.url, jpeg_bytes[:3])
+    assert r.status_code == 200, r.text
+    ref = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:3]])
+    got = np.array([d["embedding"] for d in r.json()["data"]])
+    patch = np.array([d["patch_embeddings"] for d in r.json()["data"]])
+    assert rel_err(got, ref["global"]) < 1e-4 and rel_err(patch, ref["patch"]) < 1e-4
+
+
+def test_missing_graph_is_a_clear_error(onnx_only_dir):
+    from jepa.errors import CheckpointError
+    from service.backends import load_backend
+
+    with pytest.raises(CheckpointError, match=r"model\.fp16\.onnx"):
+        load_backend(Settings(model="x", backend="onnxruntime", dtype="float16"), str(onnx_only_dir))
+
+
+def test_service_modules_import_without_torch():
+    code = BLOCK_TORCH + (
+        "import service.app, service.__main__, service.backends.onnx, service.client\n"
+        "assert 'torch' not in sys.modules\n"
+        "try:\n    import torch\nexcept ModuleNotFoundError:\n    print('blocked')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "blocked", r.stderr
+
+
+def test_onnx_server_runs_without_torch(onnx_only_dir, tiny_encoder, jpeg_bytes):
+    proc, url = start_subprocess(
+        ["--model", str(onnx_only_dir), "--device", "cpu", "--no-jpeg-draft"], prelude=BLOCK_TORCH
+    )
+    try:
+        info = httpx.get(url + "/info").json()
+        assert info["backend"]["name"] == "onnxruntime" and info["model"] == "tiny-test"
+        r = embed_files(url, jpeg_bytes[:2])
+        assert r.status_code == 200, r.text
+        ref = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:2]])
+        assert rel_err(np.array([d["embedding"] for d in r.json()["data"]]), ref["global"]) < 1e-4
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
