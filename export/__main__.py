@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import jepa
     from export.onnx import ExportError
-    from export.pipeline import ExportOptions, OutputError, run_export
+    from export.pipeline import ExportOptions, ensure_writable, run_export
     from export.triton import TritonError
     from export.verify import VerificationError
 
@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         external_data_threshold=args.external_data_threshold,
     )  # fmt: skip
     steps = 2 + args.fp16 + args.int8 + args.uint8_input + (args.triton is not None)
+    try:
+        ensure_writable(opts.out)  # before a possibly long model load
+    except OSError as e:
+        print(f"error: export failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     with tqdm(total=steps + 1, desc="load model", file=sys.stderr, disable=args.no_progress) as bar:
         try:
             encoder = jepa.load_encoder(opts.source, encoder=opts.encoder, num_heads=opts.num_heads)
@@ -97,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = run_export(encoder, opts, step)
             bar.update()
-        except (OutputError, ExportError, VerificationError, TritonError, FileNotFoundError) as e:
+        except (OSError, ExportError, VerificationError, TritonError) as e:  # OSError: --out, --images
             print(f"error: export failed: {e}", file=sys.stderr)
             return EXIT_FAILED
     print(format_table(report))
+    v = report["versions"]
+    print(
+        f"exporter {report['exporter']}, opset {report['opset']}; torch {v['torch']}, onnx {v['onnx']}, "
+        f"onnxruntime {v['onnxruntime']}, onnxscript {v['onnxscript']}"
+    )
     print(f"verified on {report['verification_images']['source']} photos; wrote {opts.out}/export.json")
     if "triton" in report:
         print(f"Triton repository: {report['triton']}")

@@ -7,6 +7,7 @@ single elements are near zero) and the cosine similarity of each row (mean and m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,8 @@ def enforce(graph: Path, summary: dict[str, float], *, max_rel: float | None, mi
         f"max abs {summary['max_abs']:.3g}, max rel {summary['max_rel']:.3g}, "
         f"min cos {summary['min_cos']:.6f}, mean global cos on photos {summary['photos_global_cos_mean']:.6f}"
     )
+    if not all(math.isfinite(v) for v in summary.values()):
+        raise VerificationError(f"{graph.name}: non-finite outputs or errors (overflow in the graph?) ({numbers})")
     if max_rel is not None and summary["max_rel"] > max_rel:
         raise VerificationError(f"{graph.name}: relative error {summary['max_rel']:.3g} > {max_rel:g} ({numbers})")
     if min_cos is not None and summary["photos_global_cos_mean"] < min_cos:

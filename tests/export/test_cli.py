@@ -14,7 +14,7 @@ import torch
 
 import jepa
 from export.__main__ import main
-from export.verify import load_photos
+from export.verify import VerificationError, enforce, load_photos
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,6 +148,18 @@ def test_empty_images_dir_fails_cleanly(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert _run(tiny_model_dir, "--out", tmp_path / "out", "--images", tmp_path / "empty") == 1
     assert "no images" in capsys.readouterr().err
+
+
+def test_images_path_that_is_a_file_fails_cleanly(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "img.txt").write_text("x")
+    assert _run(tiny_model_dir, "--out", tmp_path / "out", "--images", tmp_path / "img.txt") == 1
+    assert "error: export failed" in capsys.readouterr().err
+
+
+def test_non_finite_errors_fail_verification():
+    summary = {"max_abs": float("nan"), "max_rel": float("nan"), "min_cos": 1.0, "photos_global_cos_mean": 1.0}
+    with pytest.raises(VerificationError, match="non-finite"):
+        enforce(Path("model.fp16.onnx"), summary, max_rel=1e-2, min_cos=None)
 
 
 def test_failed_verification_leaves_no_graph(tiny_model_dir, tmp_path, capsys):

@@ -146,11 +146,38 @@ def test_opset_below_17_is_refused(tiny_encoder, tmp_path):
         export_onnx(tiny_encoder, tmp_path / "m.onnx", opset=16)
 
 
-@pytest.mark.gpu
-def test_fp16_graph_on_cuda(exported, tiny_encoder, photo_pixels):
+def _cuda_session(path) -> ort.InferenceSession:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("onnxruntime has no CUDA provider here")
-    session = ort.InferenceSession(str(exported.out / "model.fp16.onnx"), providers=["CUDAExecutionProvider"])
+        pytest.skip("onnxruntime has no CUDA provider here (onnxruntime-gpu not installed)")
+    return ort.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "max_rel"), [("model.onnx", 1e-4), ("model.fp16.onnx", 1e-2)])
+def test_graphs_on_ort_cuda(exported, tiny_encoder, photo_pixels, name, max_rel):
+    session = _cuda_session(exported.out / name)
     x = normalize(photo_pixels, tiny_encoder.config.preprocess)
     patch = session.run(["patch_embeddings"], {"pixel_values": x})[0]
-    assert _rel(_torch(tiny_encoder, x)[0], patch) < 1e-2
+    assert _rel(_torch(tiny_encoder, x)[0], patch) < max_rel
+
+
+@pytest.mark.gpu
+def test_uint8_graph_on_ort_cuda(exported, tiny_encoder, photo_pixels):
+    session = _cuda_session(exported.out / "model.uint8.onnx")
+    patch = session.run(["patch_embeddings"], {"images": photo_pixels})[0]
+    ref = _torch(tiny_encoder, normalize(photo_pixels, tiny_encoder.config.preprocess))[0]
+    assert _rel(ref, patch) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["model.onnx", "model.fp16.onnx", "model.uint8.onnx"])
+def test_tensorrt_parser_accepts_graph(exported, name):
+    trt = pytest.importorskip("tensorrt")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(exported.out / name))
+    assert ok, [str(parser.get_error(i)) for i in range(parser.num_errors)]
