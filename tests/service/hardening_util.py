@@ -46,6 +46,15 @@ def metric(url: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
+def metric_matching(url: str, name: str, label_part: str) -> float:
+    """Sum of the series of ``name`` whose labels contain ``label_part`` (e.g. ``overloaded``)."""
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{") and label_part in line.split("}")[0]:
+            total += float(line.split()[-1])
+    return total
+
+
 def small_jpeg(photo: Image.Image, side: int = 64, quality: int = 85) -> bytes:
     buf = io.BytesIO()
     photo.resize((side, side)).save(buf, format="JPEG", quality=quality)

@@ -93,16 +93,6 @@ def raw_request(port: int, jpeg: bytes) -> socket.socket:
     return sock
 
 
-DISCONNECT_BUGS = pytest.mark.xfail(
-    strict=True,
-    reason="service bugs found by this test: (1) wait_or_disconnect reads gathered.result() right after "
-    "gathered.cancel() (InvalidStateError -> 500 logged as internal_error instead of client_closed); "
-    "(2) when every queued item was cancelled during max_wait, Batcher._collect returns [] and "
-    "_assemble([]) raises in the batcher task, latching /ready to 503 for good",
-)
-
-
-@DISCONNECT_BUGS
 def test_client_disconnect_leaves_no_stuck_work(slow_batch_server, photos) -> None:
     url, jpeg = slow_batch_server.url, small_jpeg(photos[1])
     socks = [raw_request(slow_batch_server.port, jpeg) for _ in range(8)]
