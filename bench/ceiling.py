@@ -44,15 +44,21 @@ class Ceiling:
 def time_forward(
     fn: Callable[[], object], min_time_s: float, min_iters: int = 3, sync: Callable = lambda: None
 ) -> float:
-    """Seconds per call of ``fn`` (after one warm-up call), repeated for at least ``min_time_s``."""
+    """Median seconds per call of ``fn`` (after one warm-up call), repeated for at least ``min_time_s``.
+
+    The median, not the mean, so that a shared machine's occasional stalls do not pass for the
+    model's cost. ``sync`` waits for the device (CUDA) so each call is timed to completion.
+    """
     fn()
     sync()
-    n, t0 = 0, time.perf_counter()
-    while n < min_iters or time.perf_counter() - t0 < min_time_s:
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_time_s:
+        t0 = time.perf_counter()
         fn()
-        n += 1
-    sync()
-    return (time.perf_counter() - t0) / n
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def torch_runner(model_dir: str | Path, dtype: str, device: str) -> Callable[[np.ndarray], object]:

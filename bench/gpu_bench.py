@@ -186,7 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", default="1,8,32,64")
     p.add_argument("--min-time", type=float, default=1.5, help="seconds per ceiling measurement")
     p.add_argument("--service-dtype", default="bf16", choices=sorted(DTYPES))
-    p.add_argument("--service-args", default="", help="extra flags for python -m service")
+    p.add_argument("--service-args", default="--max-batch-size 64", help="extra flags for python -m service")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--client-procs", type=int, default=4)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per load run")
