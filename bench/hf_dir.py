@@ -8,6 +8,7 @@ result back through transformers and comparing outputs.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -51,20 +52,30 @@ def processor_config(encoder) -> dict:
     }
 
 
+# transformers' separate q/k/v projections (saved layout | in-memory layout of transformers 5).
+_QKV = re.compile(r"(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(\w+)$")
+_PART = {"query": 0, "key": 1, "value": 2, "q": 0, "k": 1, "v": 2}
+
+
 def hf_state_dict(encoder, hf_keys: list[str]) -> dict[str, torch.Tensor]:
-    """Our state dict renamed to ``hf_keys`` (the target model's own keys), splitting fused qkv."""
+    """Our state dict under ``hf_keys`` (the target model's own keys), splitting the fused qkv.
+
+    The inverse of :func:`jepa.formats.hf.convert_hf`, which the result is checked against.
+    """
     ours = encoder.state_dict()
     out = {}
     for key in hf_keys:
-        part = hf._qkv_part(key)
-        if part is not None:
-            block, which, leaf = part
-            out[key] = ours[f"blocks.{block}.attn.qkv.{leaf}"].chunk(3, dim=0)[which].clone()
-            continue
-        name = hf._rename(key)
-        if name is None or name not in ours:
+        if m := _QKV.match(key):
+            block, long_name, short_name, leaf = m.groups()
+            fused = ours[f"blocks.{block}.attn.qkv.{leaf}"]
+            out[key] = fused.chunk(3, dim=0)[_PART[long_name or short_name]].clone()
+        elif (name := hf.rename(key)) in ours:
+            out[key] = ours[name].clone()
+        else:
             raise KeyError(f"no source tensor for Hugging Face key {key!r}")
-        out[key] = ours[name].clone()
+    back = hf.convert_hf(out)
+    if set(back) != set(ours) or any(not torch.equal(back[k], ours[k]) for k in ours):
+        raise RuntimeError("Hugging Face state dict does not convert back to ours")
     return out
 
 
