@@ -70,6 +70,22 @@ def profile_lines(prof: dict) -> list[str]:
     return out
 
 
+def paired_lines(paired: dict) -> list[str]:
+    out = [
+        f"Both servers up at once, alternating rounds at c={paired['concurrency']} (goal ratios use the medians):",
+        "",
+        "| round | images | service images/s | naive images/s | ratio |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
+    for r in paired["rounds"]:
+        out.append(
+            f"| {r['round']} | {r['images']} | {r['service']['images_s']:.1f} | {r['naive']['images_s']:.1f} "
+            f"| {r['ratio']:.2f} |"
+        )
+    medians = ", ".join(f"{k} {v:.2f}x" for k, v in paired["median_ratio"].items())
+    return [*out, "", f"Median service/naive ratio: {medians}."]
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     svc = res.get("service", {})
@@ -95,6 +111,8 @@ def markdown(res: dict) -> str:
     if "ceiling" in res:
         lines += ["## Model-only ceiling", "", *ceiling_table(res["ceiling"]), ""]
     lines += ["## Load (closed-loop clients, multipart JPEG uploads)", "", *load_table(_runs(res)), ""]
+    if "paired" in res:
+        lines += ["## Service vs naive, paired", "", *paired_lines(res["paired"]), ""]
     if "decode" in res:
         from bench.decode_bench import markdown as decode_md
 
