@@ -74,16 +74,44 @@ def paired_lines(paired: dict) -> list[str]:
     out = [
         f"Both servers up at once, alternating rounds at c={paired['concurrency']} (goal ratios use the medians):",
         "",
-        "| round | images | service images/s | naive images/s | ratio |",
-        "| ---: | --- | ---: | ---: | ---: |",
+        "| round | images | service images/s | service batch-1 images/s | naive images/s | service/naive |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in paired["rounds"]:
+        one = r.get("service, batch 1")
         out.append(
-            f"| {r['round']} | {r['images']} | {r['service']['images_s']:.1f} | {r['naive']['images_s']:.1f} "
+            f"| {r['round']} | {r['images']} | {r['service']['images_s']:.1f} "
+            f"| {'' if one is None else format(one['images_s'], '.1f')} | {r['naive']['images_s']:.1f} "
             f"| {r['ratio']:.2f} |"
         )
     medians = ", ".join(f"{k} {v:.2f}x" for k, v in paired["median_ratio"].items())
-    return [*out, "", f"Median service/naive ratio: {medians}."]
+    nobatch = paired.get("median_nobatch_ratio")
+    extra = "" if nobatch is None else f" Service with batch 1 / naive (small JPEG): {nobatch:.2f}x."
+    return [*out, "", f"Median service/naive ratio: {medians}.{extra}"]
+
+
+def stage_lines(metric_lines: list[str]) -> list[str]:
+    """Means over the whole service run from its own /metrics (every case, incl. 12 MP photos)."""
+    values = {}
+    for line in metric_lines:
+        key, _, value = line.rpartition(" ")
+        values[key] = float(value)
+
+    def stage(name: str) -> tuple[float, float]:
+        return values.get(f'jepa_stage_seconds_sum{{stage="{name}"}}', 0.0), values.get(
+            f'jepa_stage_seconds_count{{stage="{name}"}}', 0.0
+        )
+
+    batches, images = values.get("jepa_batch_size_count", 0.0), values.get("jepa_batch_size_sum", 0.0)
+    if not batches:
+        return []
+    inf_s, _ = stage("inference")
+    parts = [f"{images / batches:.1f} images per batch", f"inference {1000 * inf_s / images:.1f} ms per image"]
+    for name in ("decode", "queue", "encode"):
+        total, count = stage(name)
+        if count:
+            parts.append(f"{name} {1000 * total / count:.1f} ms per {'image' if name == 'queue' else 'request'}")
+    return ["From the service's /metrics over its whole run: " + "; ".join(parts) + "."]
 
 
 def markdown(res: dict) -> str:
@@ -106,6 +134,7 @@ def markdown(res: dict) -> str:
             f"`embed()`: {_fmt(svc.get('min_cosine_vs_fp32'), '.6f')}.",
             "",
         ]
+    lines += [*stage_lines(svc.get("metrics", [])), ""]
     if "goals" in res:
         lines += ["## Goals", "", *goal_table(res["goals"]), ""]
     if "ceiling" in res:

@@ -142,18 +142,27 @@ def bench_naive(model: Path, cfg: BenchConfig, small: list[bytes], large: list[b
 
 
 def bench_paired(model: Path, cfg: BenchConfig, small: list[bytes], large: list[bytes]) -> dict:
-    """Both servers up at once (an idle one costs ~nothing); alternate who runs first each round."""
+    """All three servers up at once (an idle one costs ~nothing); the order rotates every round.
+
+    Small JPEGs go to the service, the service with batch 1 and the naive server; 12 MP JPEGs to
+    the service and the naive server. Ratios are taken within a round, so slow drifts of a shared
+    machine cancel out.
+    """
     from bench.models import hf_copy
 
     c, rounds = c16(cfg), []
     svc_argv = ["--model", str(model), *cfg.service_args]
     with (
         ServerProcess(svc_argv, log_path=cfg.out / "paired-service.log") as svc,
+        ServerProcess([*svc_argv, "--max-batch-size", "1"], log_path=cfg.out / "paired-nobatch.log") as one,
         ServerProcess([str(hf_copy(model))], module="bench.naive_server", log_path=cfg.out / "paired-naive.log") as nv,
     ):
         for r in range(2 if cfg.quick else 3):
-            for label, images in (("small JPEG", small), ("12 MP JPEG", large)):
-                order = [("service", svc), ("naive", nv)][:: 1 if r % 2 == 0 else -1]
+            for label, images, servers in (
+                ("small JPEG", small, [("service", svc), ("service, batch 1", one), ("naive", nv)]),
+                ("12 MP JPEG", large, [("service", svc), ("naive", nv)]),
+            ):
+                order = servers[r % len(servers) :] + servers[: r % len(servers)]
                 point = {name: load_point(server, images, c, cfg) for name, server in order}
                 ratio = point["service"]["images_s"] / max(point["naive"]["images_s"], 1e-9)
                 rounds.append({"round": r, "images": label, **point, "ratio": ratio})
@@ -161,7 +170,9 @@ def bench_paired(model: Path, cfg: BenchConfig, small: list[bytes], large: list[
         label: float(np.median([x["ratio"] for x in rounds if x["images"] == label]))
         for label in ("small JPEG", "12 MP JPEG")
     }
-    return {"concurrency": c, "rounds": rounds, "median_ratio": medians}
+    one = "service, batch 1"
+    nobatch = [x[one]["images_s"] / max(x["naive"]["images_s"], 1e-9) for x in rounds if one in x]
+    return {"concurrency": c, "rounds": rounds, "median_ratio": medians, "median_nobatch_ratio": float(np.median(nobatch))}
 
 
 def decode_costs(model: Path, small: list[bytes], large: list[bytes]) -> dict:
