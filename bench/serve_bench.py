@@ -172,7 +172,12 @@ def bench_paired(model: Path, cfg: BenchConfig, small: list[bytes], large: list[
     }
     one = "service, batch 1"
     nobatch = [x[one]["images_s"] / max(x["naive"]["images_s"], 1e-9) for x in rounds if one in x]
-    return {"concurrency": c, "rounds": rounds, "median_ratio": medians, "median_nobatch_ratio": float(np.median(nobatch))}
+    return {
+        "concurrency": c,
+        "rounds": rounds,
+        "median_ratio": medians,
+        "median_nobatch_ratio": float(np.median(nobatch)),
+    }
 
 
 def decode_costs(model: Path, small: list[bytes], large: list[bytes]) -> dict:
