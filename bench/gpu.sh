@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU benchmark (about 3 minutes on an H100/H200): ViT-H/14 random weights, model-only ceiling
+# (torch bf16/fp16 at batch 1/8/32/64) vs the service (torch, cuda, bf16) at concurrency 64 with real
+# JPEGs, against the card's measured bf16 matmul rate. Results: OUT/results.md and OUT/results.json.
+#
+#   bench/gpu.sh OUT [extra flags for python -m bench.gpu_bench]
+#   JEPA_GPU_BENCH_CPU_CHECK=1 bench/gpu.sh /tmp/gpu_check     # the same logic on CPU, tiny model
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:?usage: bench/gpu.sh OUT_DIR [flags]}"
+shift
+mkdir -p "$OUT"
+PY="${PYTHON:-python}"
+{ nvidia-smi || true; } > "$OUT/nvidia-smi.txt" 2>&1
+"$PY" -m pip list 2>/dev/null | grep -i -E "torch|onnx|fastapi|uvicorn|httpx|pydantic|numpy|pillow" > "$OUT/packages.txt" || true
+if [[ "${JEPA_GPU_BENCH_CPU_CHECK:-0}" == "1" ]]; then
+  set -- --size tiny --patch 16 --device cpu --matmul 512 --batch-sizes 1,4 --min-time 0.3 \
+         --concurrency 8 --client-procs 2 --duration 3 --quick "$@"
+fi
+timeout -k 10 "${JEPA_GPU_BENCH_TIMEOUT:-300}" "$PY" -m bench.gpu_bench "$OUT" "$@"
+rc=$?
+echo "gpu_bench exit code: $rc" | tee -a "$OUT/results.md"
+exit $rc

@@ -1,0 +1,73 @@
+"""Markdown for :mod:`bench.gpu_bench` results: every figure next to the part that produced it."""
+
+from __future__ import annotations
+
+
+def _ceiling_rows(results: dict) -> list[str]:
+    flops = results.get("model", {}).get("flops_per_image_g", 0.0) * 1e9
+    peak = results.get("matmul", {}).get("tflops", 0.0) * 1e12
+    rows = [
+        "| backend | dtype | batch | images/s | model TFLOP/s | share of measured matmul rate |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for c in results.get("ceiling", []) + results.get("onnxruntime_cuda", {}).get("ceilings", []):
+        for bs, rate in c["images_s"].items():
+            achieved = rate * flops
+            share = f"{achieved / peak:.0%}" if peak else "n/a"
+            best = " (best)" if int(bs) == int(c["best_batch"]) else ""
+            rows.append(
+                f"| {c['backend']} | {c['dtype']} | {bs}{best} | {rate:.1f} | {achieved / 1e12:.3g} | {share} |"
+            )
+    return rows
+
+
+def _service_rows(results: dict) -> list[str]:
+    svc = results.get("service", {})
+    dtype = results.get("args", {}).get("service_dtype", "bf16")
+    ceil = [c for c in results.get("ceiling", []) if c["dtype"] == dtype]
+    best = ceil[0]["best_images_s"] if ceil else None
+    rows = [
+        f"Service argv: `{' '.join(svc.get('argv', []))}`; peak RSS {svc.get('peak_rss_mib', float('nan')):.0f} MiB.",
+        "",
+        f"| case | concurrency | images/s | share of {dtype} ceiling | p50 ms | p95 ms | p99 ms | 503s | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in svc.get("runs", []):
+        share = f"{r['images_s'] / best:.0%}" if best else "n/a"
+        rows.append(
+            f"| {r['case']} | {r['concurrency']} | {r['images_s']:.1f} | {share} | {r['p50_ms']:.0f} "
+            f"| {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['rejected']} | {r['errors']} |"
+        )
+    return rows
+
+
+def markdown(results: dict) -> str:
+    env = results.get("environment", {})
+    mm = results.get("matmul", {})
+    model = results.get("model", {})
+    lines = [
+        "# GPU benchmark (bench/gpu_bench.py)",
+        "",
+        f"Device: {env.get('gpu', env.get('device', '?'))}; torch {env.get('torch', '?')}; "
+        f"CUDA {env.get('cuda', 'n/a')}; Python {env.get('python', '?')}.",
+        f"Measured matmul rate: {mm.get('tflops', float('nan')):.3g} TFLOP/s "
+        f"({mm.get('dtype', '?')}, {mm.get('n', '?')}^3).",
+        f"Model: ViT-{model.get('size', '?')}/{model.get('patch', '?')} at {model.get('image_size', '?')} px, "
+        f"{model.get('params_m', float('nan')):.0f} M parameters, {model.get('flops_per_image_g', float('nan')):.1f} "
+        f"GFLOP/image (architecture count; torch's counter: {model.get('counted_flops_per_image_g', 'n/a')}).",
+        "",
+        "## Model-only ceiling",
+        "",
+        *_ceiling_rows(results),
+        "",
+    ]
+    if "skipped" in results.get("onnxruntime_cuda", {}):
+        lines += [f"ONNX Runtime CUDA: skipped ({results['onnxruntime_cuda']['skipped']}).", ""]
+    if "service" in results:
+        lines += ["## Service", "", *_service_rows(results), ""]
+    if results.get("errors"):
+        lines += ["## Parts that failed", ""]
+        for name, err in results["errors"].items():
+            lines += [f"### {name}", "", "```", err.strip()[-2500:], "```", ""]
+    lines += ["Seconds per part: " + ", ".join(f"{k} {v}" for k, v in results.get("seconds", {}).items())]
+    return "\n".join(lines) + "\n"

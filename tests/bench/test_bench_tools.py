@@ -1,0 +1,55 @@
+"""The benchmark's own tools do what their figures assume (behaviour only, no timings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import jepa
+from bench.flops import counted_flops, encoder_flops
+from bench.loadgen import RequestSpec, run_load
+from bench.server_proc import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bench.hf_dir import write_hf_dir
+
+    return write_hf_dir(jepa.load_encoder(tiny_model_dir), tmp_path_factory.mktemp("hf"))
+
+
+def test_hf_copy_loads_in_transformers_and_back_in_jepa(tiny_model_dir: Path, hf_dir: Path) -> None:
+    from transformers import IJepaModel
+
+    ours = jepa.load_encoder(tiny_model_dir)
+    theirs = IJepaModel.from_pretrained(hf_dir).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(theirs(pixel_values=x).last_hidden_state, ours(x), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(jepa.load_encoder(hf_dir)(x), ours(x), atol=1e-4, rtol=1e-4)
+    processor = json.loads((hf_dir / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == list(ours.config.preprocess.mean)
+
+
+def test_flop_count_matches_torch_counter_plus_attention() -> None:
+    model = jepa.build_encoder("tiny", patch_size=16, image_size=64, depth=2)
+    arch = model.config.architecture
+    n = (64 // 16) ** 2
+    attention = 2.0 * arch.depth * n * 2 * n * arch.embed_dim  # QK^T and AV, not counted for CPU SDPA
+    counted = counted_flops(model, 64)
+    assert encoder_flops(arch) == pytest.approx(counted + attention, rel=1e-6) or encoder_flops(arch) == pytest.approx(
+        counted, rel=1e-6
+    )
+
+
+def test_load_generator_counts_requests_and_images(hf_dir: Path, tmp_path: Path, jpeg_bytes) -> None:
+    with ServerProcess([str(hf_dir)], module="bench.naive_server", log_path=tmp_path / "naive.log") as srv:
+        res = run_load(RequestSpec(srv.url + "/embed"), jpeg_bytes, 4, duration_s=None, max_requests=10, warmup=0)
+        assert (res.requests, res.ok, res.errors, res.rejected) == (10, 10, 0, 0)
+        assert res.p50_ms <= res.p95_ms <= res.p99_ms
+        bad = run_load(RequestSpec(srv.url + "/embed"), [b"not a jpeg"], 2, duration_s=None, max_requests=4, warmup=0)
+        assert (bad.ok, bad.errors, bad.statuses) == (0, 4, {"400": 4})
