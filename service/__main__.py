@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 import typing
 from collections.abc import Sequence
@@ -55,15 +56,19 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.state = state
         self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_task is not None or not self.started:
+        if self._drain_task is not None or not self.started or self._loop is None:
             self.should_exit = True  # second signal, or not serving yet: stop now
             self.force_exit = self._drain_task is not None
             return
-        self.state.draining = True
-        loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(self._begin_drain)
+        self.state.draining = True  # /ready answers 503 from now on
+        self._loop.call_soon_threadsafe(self._begin_drain)
 
     def _begin_drain(self) -> None:
         self._drain_task = asyncio.create_task(self._drain())

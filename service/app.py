@@ -20,7 +20,7 @@ from service import auth
 from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions, decode_all
-from service.encode import ModelFacts, encode, gather_arrays, negotiate
+from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -129,7 +129,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
     m, count = state.metrics, 0
     with state.track():
         try:
-            batcher = state.admit()
+            batcher = state.admit_request()
             blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
             count = len(blobs)
             kind = negotiate(request.headers.get("accept"), options)
@@ -139,7 +139,10 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
             results = await wait_or_disconnect(request, batcher.submit(pixels))
             t = time.perf_counter()
-            body, media = encode(kind, gather_arrays(results, options), state.facts, options)
+            # Encoding a patch grid as JSON takes milliseconds per image: keep it off the event loop.
+            body, media = await asyncio.get_running_loop().run_in_executor(
+                state.decode_pool, encode_results, kind, results, state.facts, options
+            )
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
             m.requests.labels(e.type).inc()
@@ -199,6 +202,7 @@ def describe(state: AppState) -> dict[str, object]:
             **info.details,
         },
         "limits": {
+            "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,

@@ -82,6 +82,11 @@ def encode(kind: str, arrays: dict[str, np.ndarray], facts: ModelFacts, options:
     return encode_json(arrays, facts, options), "application/json"
 
 
+def encode_results(kind: str, results: list[Result], facts: ModelFacts, options: EmbedOptions) -> tuple[bytes, str]:
+    """Per-image results -> ``(body, media type)``; CPU work, run in the pool."""
+    return encode(kind, gather_arrays(results, options), facts, options)
+
+
 def encode_json(arrays: dict[str, np.ndarray], facts: ModelFacts, options: EmbedOptions) -> bytes:
     names = [n for n in ("embedding", "patch_embeddings") if n in arrays]
     count = len(next(iter(arrays.values())))

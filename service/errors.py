@@ -61,6 +61,12 @@ class NotAcceptable(ApiError):
     type = "not_acceptable"
 
 
+class RequestTimeout(ApiError):
+    """The body did not arrive within ``body_timeout_s`` (a stalled or deliberately slow client)."""
+
+    type = "request_timeout"
+
+
 class PayloadTooLarge(ApiError):
     """Body over ``max_body_bytes``, or an image over ``max_pixels`` (decompression bombs included)."""
 
@@ -113,6 +119,7 @@ STATUS: dict[type[ApiError], int] = {
     NotFound: 404,
     MethodNotAllowed: 405,
     NotAcceptable: 406,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidParameters: 422,

@@ -20,13 +20,21 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from service.schemas import EmbedOptions, EmbedRequest
 from service.settings import Settings
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused with 413 as soon as it (or its Content-Length) passes ``max_bytes``."""
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body within ``body_timeout_s`` (else 408), refused with 413 as soon as it (or its
+    Content-Length) passes ``max_body_bytes``."""
+    try:
+        return await asyncio.wait_for(_read_limited(request, settings.max_body_bytes), settings.body_timeout_s)
+    except asyncio.TimeoutError as e:
+        raise RequestTimeout(f"the request body did not arrive within {settings.body_timeout_s:g} s") from e
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_bytes}")
@@ -50,7 +58,7 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
             raise InvalidParameters(
                 f"JSON requests take options in the body, not the query: {list(request.query_params)}"
             )
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings)
         loop = asyncio.get_running_loop()  # JSON parsing and base64 are CPU work: off the event loop
         req, decoded = await loop.run_in_executor(pool, parse_json_images, body, settings.max_images_per_request)
         blobs = [b if b is not None else await fetch_url(req.images[i], i, settings) for i, b in enumerate(decoded)]
@@ -60,7 +68,7 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
         return await files_from_multipart(request, settings), options
     if kind.startswith("image/"):
         options = options_from_query(request)
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings)
         if not body:
             raise InvalidRequest("empty body: send the image file as the request body")
         return [body], options
@@ -156,7 +164,7 @@ async def fetch_url(url: str, index: int, settings: Settings) -> bytes:
 
 
 async def files_from_multipart(request: Request, settings: Settings) -> list[bytes]:
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings)
     if not body:
         raise InvalidRequest("empty body: send files in the multipart field 'image'")
 

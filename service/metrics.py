@@ -34,10 +34,17 @@ class Metrics:
             requests=Counter("jepa_requests", "POST /embed requests by outcome", ["outcome"], registry=reg),
             images=Counter("jepa_images", "Images by outcome", ["outcome"], registry=reg),
             request_seconds=Histogram(
-                "jepa_request_seconds", "Whole POST /embed handling time", buckets=LATENCY_BUCKETS, registry=reg
+                "jepa_request_seconds",
+                "Whole POST /embed handling time (successful requests)",
+                buckets=LATENCY_BUCKETS,
+                registry=reg,
             ),
             stage_seconds=Histogram(
-                "jepa_stage_seconds", "Time per stage (per request)", ["stage"], buckets=LATENCY_BUCKETS, registry=reg
+                "jepa_stage_seconds",
+                "Time per stage: decode and encode per request, queue per image, inference per batch",
+                ["stage"],
+                buckets=LATENCY_BUCKETS,
+                registry=reg,
             ),
             batch_size=Histogram("jepa_batch_size", "Images per inference call", buckets=sizes, registry=reg),
             queue_depth=Gauge("jepa_queue_depth", "Images waiting for inference", registry=reg),

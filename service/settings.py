@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="ONNX graph inside the model directory (model.onnx, model.fp16.onnx, model.int8.onnx, "
         "model.uint8.onnx). Default: model.fp16.onnx for dtype float16, else model.onnx.",
     )
+    tensorrt: bool = Field(
+        False,
+        description="onnxruntime on cuda: put the TensorRT execution provider first (it builds engines at "
+        "start-up, which takes minutes for large models).",
+    )
     inference_threads: int = Field(
         0, ge=0, description="Intra-op threads of the backend (torch.set_num_threads / ORT); 0 = library default."
     )
@@ -65,6 +70,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         256, ge=1, description="Most images waiting for inference; beyond it requests get 503 with Retry-After."
     )
+    max_concurrent_requests: int = Field(
+        128,
+        ge=1,
+        description="Most POST /embed requests in progress (reading, decoding, queued, encoding); beyond it 503 "
+        "with Retry-After before the body is read, which bounds the memory held by request bodies.",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 answers.")
     inference_timeout_s: float = Field(
         600.0,
@@ -75,6 +86,9 @@ class Settings(BaseSettings):
     # -- request limits --
     max_images_per_request: int = Field(64, ge=1, description="Most images in one POST /embed.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413 beyond).")
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time to receive a request body before a 408 (slow-client guard)."
+    )
     max_pixels: int = Field(
         40_000_000, ge=1, description="Largest image, in pixels (width x height, read from the header; 413 beyond)."
     )
@@ -83,7 +97,7 @@ class Settings(BaseSettings):
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "
-        "times the size the resize needs. Off = every pixel decoded, results bit-equal to Encoder.embed.",
+        "times the size the resize needs. Off = every pixel decoded, exactly the input Encoder.embed sees.",
     )
     jpeg_draft_margin: float = Field(
         4.0,
@@ -134,6 +148,8 @@ class Settings(BaseSettings):
     def resolved_model(self) -> str:
         """The model path to load; raises ``ValueError`` with instructions when none is given or found."""
         if self.model:
+            if not Path(self.model).exists():
+                raise ValueError(f"model path {self.model} does not exist (--model / JEPA_MODEL)")
             return self.model
         for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
             candidate = base / DEFAULT_MODEL_DIR

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from service.batcher import Batcher
 from service.decode import DecodeOptions
 from service.encode import ModelFacts
-from service.errors import NotReady
+from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -45,11 +45,23 @@ class AppState:
         return None
 
     def admit(self) -> Batcher:
-        """The batcher, or :class:`NotReady` (503 with Retry-After) when new work cannot be taken."""
+        """The batcher, or 503 with Retry-After: :class:`NotReady` when new work cannot be taken,
+        :class:`Overloaded` when ``max_concurrent_requests`` are already in progress."""
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
         reason = self.not_ready_reason()
         if reason is not None or self.batcher is None:
-            raise NotReady(reason or "not ready", headers={"Retry-After": str(self.settings.retry_after_s)})
+            raise NotReady(reason or "not ready", headers=retry)
         return self.batcher
+
+    def admit_request(self) -> Batcher:
+        """:meth:`admit` for a new ``POST /embed``, which also counts against the concurrency limit
+        (the caller is already inside :meth:`track`)."""
+        batcher = self.admit()
+        limit = self.settings.max_concurrent_requests
+        if self.inflight > limit:
+            raise Overloaded(f"{limit} requests already in progress; retry later",
+                             headers={"Retry-After": str(self.settings.retry_after_s)})  # fmt: skip
+        return batcher
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:

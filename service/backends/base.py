@@ -22,6 +22,8 @@ _FATAL_MARKERS = (
     "illegal memory access",
     "device-side assert",
     "cuda failure",
+    "cudnn failure",
+    "cublas failure",
     "nccl error",
     "device lost",
 )

@@ -20,16 +20,22 @@ from service.settings import Settings
 OUTPUTS = ("global_embedding", "patch_embeddings")
 
 
-def pick_providers(device: str) -> list[str]:
-    """CUDA when asked for (or auto and available), then CPU as the fallback for unsupported ops."""
+def pick_providers(device: str, tensorrt: bool = False) -> list[str]:
+    """CUDA when asked for (or auto and available), TensorRT first when enabled; CPU last as the
+    fallback for any operator the GPU providers do not take."""
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise RuntimeError(f"device cuda asked for, but onnxruntime offers only {available}")
-    return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        if device == "cuda":
+            raise RuntimeError(f"device cuda asked for, but onnxruntime offers only {available}")
+        return ["CPUExecutionProvider"]
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if tensorrt:
+        if "TensorrtExecutionProvider" not in available:
+            raise RuntimeError(f"tensorrt asked for, but onnxruntime offers only {available}")
+        gpu.insert(0, "TensorrtExecutionProvider")
+    return gpu
 
 
 class OnnxBackend:
@@ -40,7 +46,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         if settings.inference_threads:
             options.intra_op_num_threads = settings.inference_threads
-        self.session = ort.InferenceSession(str(graph), options, providers=pick_providers(settings.device))
+        self.session = ort.InferenceSession(
+            str(graph), options, providers=pick_providers(settings.device, settings.tensorrt)
+        )
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")
@@ -52,7 +60,7 @@ class OnnxBackend:
         providers = self.session.get_providers()
         self.info = BackendInfo(
             name="onnxruntime",
-            device="cuda" if providers[0] == "CUDAExecutionProvider" else "cpu",
+            device="cpu" if providers[0] == "CPUExecutionProvider" else "cuda",
             dtype="float16" if "fp16" in graph.name else ("int8" if "int8" in graph.name else "float32"),
             reason=reason,
             input_kind="uint8" if uint8 else "float",

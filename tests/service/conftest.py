@@ -114,12 +114,12 @@ def start_subprocess(
 # -- ONNX model directories --
 
 
-def export_graph(model_dir: Path, out: Path, uint8_input: bool = False) -> Path:
-    """The model as ``model.onnx`` (or ``model.uint8.onnx``) through the project's exporter."""
+def export_graph(model_dir: Path, out: Path, **options: object) -> Path:
+    """The model as an ONNX graph through the project's exporter (``dtype``, ``uint8_input``)."""
     import jepa
     from export.onnx import export_onnx
 
-    return export_onnx(jepa.load_encoder(model_dir), out, uint8_input=uint8_input)
+    return export_onnx(jepa.load_encoder(model_dir), out, **options)
 
 
 def add_poison(graph_path: Path) -> None:
@@ -168,6 +168,10 @@ def onnx_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         shutil.copy(tiny_model_dir / name, out / name)
     export_graph(tiny_model_dir, out / "model.onnx")
     export_graph(tiny_model_dir, out / "model.uint8.onnx", uint8_input=True)
+    export_graph(tiny_model_dir, out / "model.fp16.onnx", dtype="float16")
+    from export.quantize import quantize_int8
+
+    quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     return out
 
 

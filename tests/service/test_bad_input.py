@@ -152,6 +152,18 @@ def test_body_too_large(server):
     assert_error(post_files(server, [blob]), 413, "payload_too_large")
 
 
+def test_stalled_body_times_out(serve, tiny_model_dir):
+    import socket
+
+    srv = serve(tiny_model_dir, body_timeout_s=0.5)
+    host, port = srv.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+        sock.sendall(head.encode() + b"\x89PNG")  # then nothing more
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 408") and '"request_timeout"' in reply
+
+
 def test_unknown_or_bad_options(server, jpeg_bytes):
     def raw(params):
         return post_raw(server, jpeg_bytes[1], "image/jpeg", params=params)

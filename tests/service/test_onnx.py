@@ -51,6 +51,22 @@ def test_onnx_matches_torch_embed(serve, onnx_model_dir, tiny_encoder, jpeg_byte
     assert rel_err(got, ref["global"]) < 1e-4 and rel_err(patch, ref["patch"]) < 1e-4
 
 
+@pytest.mark.parametrize(("options", "graph", "tol"), [
+    ({"dtype": "float16"}, "model.fp16.onnx", 5e-3),
+    ({"onnx_file": "model.int8.onnx"}, "model.int8.onnx", 5e-2),
+])  # fmt: skip
+def test_reduced_precision_graphs(serve, onnx_model_dir, tiny_encoder, jpeg_bytes, options, graph, tol):
+    srv = serve(onnx_model_dir, **options)
+    assert httpx.get(srv.url + "/info").json()["backend"]["graph"] == graph
+    r = embed_files(srv.url, jpeg_bytes[:3])
+    assert r.status_code == 200, r.text
+    ref = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:3]])["global"]
+    got = np.array([d["embedding"] for d in r.json()["data"]])
+    err = rel_err(got, ref)
+    print(f"{graph}: relative error {err:.2e}")
+    assert 0 < err < tol  # really the reduced graph, and still close
+
+
 def test_missing_graph_is_a_clear_error(onnx_only_dir):
     from jepa.errors import CheckpointError
     from service.backends import load_backend
@@ -83,3 +99,26 @@ def test_onnx_server_runs_without_torch(onnx_only_dir, tiny_encoder, jpeg_bytes)
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_provider_choice():
+    import onnxruntime as ort
+
+    from service.backends.onnx import pick_providers
+
+    assert pick_providers("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert pick_providers("auto")[0] == "CUDAExecutionProvider"
+    else:
+        assert pick_providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(RuntimeError, match="device cuda asked for"):
+            pick_providers("cuda")
+
+
+def test_fatal_error_classification():
+    from service.backends.base import is_fatal
+
+    assert is_fatal(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert is_fatal(RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access"))
+    assert not is_fatal(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))  # that batch only
+    assert not is_fatal(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions"))
