@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from export.contract import EXTERNAL_DATA_THRESHOLD
+from export.options import ExportOptions
 
 EXIT_FAILED = 1
 EXIT_BAD_SOURCE = 2
@@ -41,7 +42,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weights above this size go to a .data file beside the graph (default: just under 2 GiB)",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.opset < 17:
+        p.error(f"--opset must be >= 17 (LayerNormalization), got {args.opset}")
+    if args.triton_max_batch < 1:
+        p.error(f"--triton-max-batch must be >= 1, got {args.triton_max_batch}")
+    if not 0 < args.int8_min_cos <= 1:
+        p.error(f"--int8-min-cos must be in (0, 1], got {args.int8_min_cos}")
+    return args
+
+
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(
+        source=args.source, out=args.out, fp16=args.fp16, int8=args.int8, uint8_input=args.uint8_input,
+        triton=args.triton, triton_max_batch=args.triton_max_batch, images=args.images, opset=args.opset,
+        encoder="encoder" if args.context_encoder else "target_encoder", num_heads=args.num_heads,
+        fp32_max_rel=args.fp32_max_rel, fp16_max_rel=args.fp16_max_rel, int8_min_cos=args.int8_min_cos,
+        external_data_threshold=args.external_data_threshold,
+    )  # fmt: skip
 
 
 def format_table(report: dict) -> str:
@@ -66,17 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import jepa
     from export.onnx import ExportError
-    from export.pipeline import ExportOptions, ensure_writable, run_export
+    from export.pipeline import ensure_writable, run_export
     from export.triton import TritonError
     from export.verify import VerificationError
 
-    opts = ExportOptions(
-        source=args.source, out=args.out, fp16=args.fp16, int8=args.int8, uint8_input=args.uint8_input,
-        triton=args.triton, triton_max_batch=args.triton_max_batch, images=args.images, opset=args.opset,
-        encoder="encoder" if args.context_encoder else "target_encoder", num_heads=args.num_heads,
-        fp32_max_rel=args.fp32_max_rel, fp16_max_rel=args.fp16_max_rel, int8_min_cos=args.int8_min_cos,
-        external_data_threshold=args.external_data_threshold,
-    )  # fmt: skip
+    opts = options_from_args(args)
     steps = 2 + args.fp16 + args.int8 + args.uint8_input + (args.triton is not None)
     try:
         ensure_writable(opts.out)  # before a possibly long model load
@@ -105,16 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ExportError, VerificationError, TritonError) as e:  # OSError: --out, --images
             print(f"error: export failed: {e}", file=sys.stderr)
             return EXIT_FAILED
+    print_report(report, opts.out)
+    return 0
+
+
+def print_report(report: dict, out: Path) -> None:
     print(format_table(report))
     v = report["versions"]
     print(
         f"exporter {report['exporter']}, opset {report['opset']}; torch {v['torch']}, onnx {v['onnx']}, "
         f"onnxruntime {v['onnxruntime']}, onnxscript {v['onnxscript']}"
     )
-    print(f"verified on {report['verification_images']['source']} photos; wrote {opts.out}/export.json")
+    print(f"verified on {report['verification_images']['source']} photos; wrote {out}/export.json")
     if "triton" in report:
         print(f"Triton repository: {report['triton']}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from export.contract import DEFAULT_OPSET, EXPORTER, EXTERNAL_DATA_THRESHOLD
+from export.contract import EXPORTER
 from export.onnx import export_onnx, graph_ops
+from export.options import ExportOptions
 from export.quantize import quantize_int8
 from export.verify import Photos, check_graph_against_torch, enforce, load_photos, summarise
 from jepa.vit import Encoder
@@ -30,27 +31,6 @@ REPORT_NAME = "export.json"
 
 class OutputError(OSError):
     """The output directory cannot be created or written."""
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What to export and the thresholds each graph must meet; built once by the CLI."""
-
-    source: Path
-    out: Path
-    fp16: bool = False
-    int8: bool = False
-    uint8_input: bool = False
-    triton: Path | None = None
-    triton_max_batch: int = 32
-    images: Path | None = None
-    opset: int = DEFAULT_OPSET
-    encoder: str = "target_encoder"
-    num_heads: int | None = None
-    fp32_max_rel: float = 1e-4
-    fp16_max_rel: float = 1e-2
-    int8_min_cos: float = 0.99
-    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,16 @@ def test_from_hugging_face_dir(tmp_path):
     assert abs(got - ref).max() / abs(ref).max() < 1e-4
 
 
+def test_external_data_for_every_graph(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert _run(tiny_model_dir, "--out", out, "--int8", "--fp16", "--external-data-threshold", "0") == 0
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        assert (out / f"{name}.data").stat().st_size > 500_000, name
+    report = json.loads((out / "export.json").read_text())
+    assert report["graphs"]["model.int8.onnx"]["external_data"] == "model.int8.onnx.data"
+    assert _no_staging_left(out)
+
+
 def test_images_dir_is_used(tiny_model_dir, tmp_path, photos):
     images = tmp_path / "images"
     images.mkdir()
@@ -179,6 +189,16 @@ def test_int8_refused_below_min_cosine_keeps_earlier_export(tiny_model_dir, tmp_
     err = capsys.readouterr().err
     assert "model.int8.onnx: mean cosine to fp32 on photos" in err and "< 1" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # the earlier success is untouched
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--opset", "16", "--opset must be >= 17"), ("--int8-min-cos", "1.5", "--int8-min-cos must be in")],
+)
+def test_bad_option_values_are_usage_errors(tiny_model_dir, tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exc:
+        _run(tiny_model_dir, "--out", tmp_path / "out", flag, value)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_module_entry_point_help():
