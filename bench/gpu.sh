@@ -12,7 +12,21 @@ shift
 mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 { nvidia-smi || true; } > "$OUT/nvidia-smi.txt" 2>&1
-"$PY" -m pip list 2>/dev/null | grep -i -E "torch|onnx|fastapi|uvicorn|httpx|pydantic|numpy|pillow" > "$OUT/packages.txt" || true
+"$PY" -m pip list 2>/dev/null | grep -i -E "torch|onnx|fastapi|uvicorn|httpx|pydantic|numpy|pillow|scikit" > "$OUT/packages.txt" || true
+# Preflight: name every missing module up front (the parts still run; those that need it fail alone).
+"$PY" - <<'EOF' | tee "$OUT/preflight.txt"
+import importlib.util
+need = ["torch", "numpy", "PIL", "safetensors", "pydantic", "pydantic_settings", "fastapi", "uvicorn",
+        "multipart", "orjson", "prometheus_client", "httpx", "onnxruntime"]
+missing = [m for m in need if importlib.util.find_spec(m) is None]
+print("missing modules:", ", ".join(missing) or "none")
+try:
+    from bench.images import PHOTO_NAMES, photo_dir
+    absent = [n for n in PHOTO_NAMES if not (photo_dir() / n).is_file()]
+    print("benchmark photos:", "ok" if not absent else f"missing {absent}")
+except Exception as e:
+    print("benchmark photos:", e)
+EOF
 if [[ "${JEPA_GPU_BENCH_CPU_CHECK:-0}" == "1" ]]; then
   set -- --size tiny --patch 16 --device cpu --matmul 512 --batch-sizes 1,4 --min-time 0.3 \
          --concurrency 8 --client-procs 2 --duration 3 --quick "$@"

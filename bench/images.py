@@ -7,7 +7,9 @@ as a phone camera would upload them. Everything is made in memory and is determi
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -16,9 +18,18 @@ PHOTO_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "moto
 
 
 def photo_dir() -> Path:
-    import skimage.data
-
-    return Path(skimage.data.__file__).parent
+    """scikit-image's bundled photos, found without importing scikit-image (so a ``--no-deps``
+    install of its wheel is enough, e.g. on a GPU box); ``JEPA_BENCH_PHOTO_DIR`` overrides."""
+    override = os.environ.get("JEPA_BENCH_PHOTO_DIR")
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "benchmark photos not found: install scikit-image (pip install --no-deps scikit-image is "
+            "enough) or set JEPA_BENCH_PHOTO_DIR to a folder holding " + ", ".join(PHOTO_NAMES)
+        )
+    return Path(spec.origin).parent / "data"
 
 
 def load_photos(names: tuple[str, ...] = PHOTO_NAMES) -> list[Image.Image]:
