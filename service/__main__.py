@@ -75,9 +75,15 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         log.info("signal received: draining (%d requests in flight)", self.state.inflight)
-        done = await self.state.drain(self.state.settings.drain_timeout_s)
+        settings = self.state.settings
+        started = asyncio.get_running_loop().time()
+        done = await self.state.drain(settings.drain_timeout_s)
         if not done:
             log.warning("drain timed out with %d requests in flight", self.state.inflight)
+        # Keep listening (ready 503, new work 503) until load balancers have seen us leave.
+        remaining = settings.shutdown_delay_s - (asyncio.get_running_loop().time() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
         self.should_exit = True
 
 

@@ -34,15 +34,18 @@ class Settings(BaseSettings):
         "and onnxruntime is importable, else torch.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32",
-        description="Compute dtype. torch casts the weights; onnxruntime picks model.fp16.onnx for float16 "
-        "(bfloat16 is torch only). Responses are float32 unless a request asks for float16.",
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
+        "auto",
+        description="Compute dtype. auto = bfloat16 (torch) on a GPU; on a CPU int8 (model.int8.onnx) when "
+        "export.json records its global embeddings within cosine 0.999 of fp32 on photos, else float32. "
+        "torch casts the weights; onnxruntime picks model.fp16.onnx for float16 and model.int8.onnx for int8 "
+        "(bfloat16 is torch only, int8 onnxruntime only). Responses are float32 unless a request asks for "
+        "float16. Use float32 for results equal to load_encoder(...).embed.",
     )
     onnx_file: str | None = Field(
         None,
         description="ONNX graph inside the model directory (model.onnx, model.fp16.onnx, model.int8.onnx, "
-        "model.uint8.onnx). Default: model.fp16.onnx for dtype float16, else model.onnx.",
+        "model.uint8.onnx). Default: model.fp16.onnx for dtype float16, model.int8.onnx for int8, else model.onnx.",
     )
     tensorrt: bool = Field(
         False,
@@ -118,6 +121,12 @@ class Settings(BaseSettings):
     )
     url_timeout_s: float = Field(5.0, gt=0, description="Timeout for fetching one URL.")
     # -- lifecycle --
+    shutdown_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, keep listening at least this long (answering /ready and new /embed with 503) "
+        "so load balancers stop routing here before connections are refused; the drain runs meanwhile.",
+    )
     drain_timeout_s: float = Field(
         30.0,
         ge=0,
@@ -143,6 +152,8 @@ class Settings(BaseSettings):
             )
         if self.backend == "onnxruntime" and self.dtype == "bfloat16":
             raise ValueError("dtype bfloat16 is only supported by the torch backend")
+        if self.backend == "torch" and self.dtype == "int8":
+            raise ValueError("dtype int8 is only supported by the onnxruntime backend (model.int8.onnx)")
         return self
 
     def resolved_model(self) -> str:
