@@ -106,7 +106,12 @@ def add_routes(app: FastAPI, state: AppState) -> None:
     async def info() -> dict[str, object]:
         return describe(state)
 
-    @app.get("/metrics", dependencies=metrics_deps)
+    @app.get(
+        "/metrics",
+        dependencies=metrics_deps,
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -137,7 +142,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             assert state.decode_options is not None and state.facts is not None
             pixels = await decode_all(blobs, state.decode_options, state.decode_pool, state.settings.decode_timeout_s)
             m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
-            results = await wait_or_disconnect(request, batcher.submit(pixels))
+            results = await wait_or_disconnect(request, batcher.submit(pixels, options.want_patch))
             t = time.perf_counter()
             # Encoding a patch grid as JSON takes milliseconds per image: keep it off the event loop.
             body, media = await asyncio.get_running_loop().run_in_executor(

@@ -27,7 +27,7 @@ from service.metrics import Metrics
 
 log = logging.getLogger("service")
 
-Result = tuple[np.ndarray, np.ndarray]  # global [D], patch [N, D]
+Result = tuple[np.ndarray, np.ndarray | None]  # global [D], patch [N, D] (None unless asked for)
 
 
 class InferenceTimeout(RuntimeError):
@@ -38,6 +38,7 @@ class InferenceTimeout(RuntimeError):
 class _Item:
     pixels: np.ndarray  # uint8 [S, S, 3]
     future: asyncio.Future[Result]
+    patches: bool = True  # whether the caller wants the patch grid back
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -75,8 +76,9 @@ class Batcher:
 
     # -- the caller's side --
 
-    def submit(self, images: list[np.ndarray]) -> list[asyncio.Future[Result]]:
-        """Queue ``images`` (uint8 ``[S, S, 3]`` each); raises at once when they cannot be admitted."""
+    def submit(self, images: list[np.ndarray], patches: bool = True) -> list[asyncio.Future[Result]]:
+        """Queue ``images`` (uint8 ``[S, S, 3]`` each); raises at once when they cannot be admitted.
+        With ``patches=False`` their results carry no patch grid (``None``)."""
         if self.fatal is not None:
             raise NotReady(f"a fatal inference error latched: {type(self.fatal).__name__}")
         if self._closing or self._task is None or self._task.done():
@@ -90,7 +92,7 @@ class Batcher:
         futures: list[asyncio.Future[Result]] = []
         for pixels in images:
             future: asyncio.Future[Result] = loop.create_future()
-            self._queue.append(_Item(pixels, future))
+            self._queue.append(_Item(pixels, future, patches))
             futures.append(future)
         self._metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
@@ -242,7 +244,8 @@ class Batcher:
             return
         self._metrics.batch_size.observe(len(items))
         start = time.perf_counter()
-        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch)
+        patches = any(it.patches for it in items)
+        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch, patches)
         try:
             pooled, tokens = await asyncio.wait_for(asyncio.shield(running), self.limits.inference_timeout_s)
         except asyncio.TimeoutError:
@@ -257,7 +260,7 @@ class Batcher:
             self._metrics.stage_seconds.labels("inference").observe(time.perf_counter() - start)
         for k, it in enumerate(items):
             if not it.future.done():
-                it.future.set_result((pooled[k], tokens[k]))
+                it.future.set_result((pooled[k], tokens[k] if tokens is not None and it.patches else None))
 
     def _on_batch_error(self, items: list[_Item], error: Exception) -> None:
         if is_fatal(error) or isinstance(error, InferenceTimeout):

@@ -1,4 +1,4 @@
-"""What every backend offers: a description and ``run(batch) -> (global [B, D], patch [B, N, D])``.
+"""What every backend offers: a description and ``run(batch, patches) -> (global [B, D], patch [B, N, D] | None)``.
 
 A backend is called from exactly one thread (the batcher's inference thread), so it needs no
 locking. ``input_kind`` says whether it wants normalised float32 ``[B, 3, S, S]`` or raw RGB
@@ -43,8 +43,10 @@ class Backend(Protocol):
     config: ModelConfig
     info: BackendInfo
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``batch`` (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``) -> float32 ``[B, D]``, ``[B, N, D]``."""
+    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``batch`` (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``) -> float32 ``[B, D]`` and, when
+        ``patches``, ``[B, N, D]`` (else None: a patch grid is large, and copying it off a GPU for
+        global-only batches would cost more than the pooling)."""
         ...
 
     def close(self) -> None: ...

@@ -67,7 +67,10 @@ class OnnxBackend:
             details={"graph": graph.name, "providers": providers, "onnxruntime": ort.__version__},
         )
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        if not patches:  # only the pooled output leaves the session
+            (pooled,) = self.session.run([OUTPUTS[0]], {self.input_name: batch})
+            return np.asarray(pooled, dtype=np.float32), None
         pooled, tokens = self.session.run(list(OUTPUTS), {self.input_name: batch})
         return np.asarray(pooled, dtype=np.float32), np.asarray(tokens, dtype=np.float32)
 

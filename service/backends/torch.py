@@ -44,11 +44,11 @@ class TorchBackend:
         )
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype, non_blocking=True)  # [B, 3, S, S]
         tokens = self.encoder(x).float()  # [B, N, D]
         pooled = tokens.mean(dim=1)  # [B, D]
-        return pooled.cpu().numpy(), tokens.cpu().numpy()
+        return pooled.cpu().numpy(), tokens.cpu().numpy() if patches else None
 
     def close(self) -> None:
         if self.device.type == "cuda":

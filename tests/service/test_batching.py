@@ -133,7 +133,7 @@ class CudaFaultBackend:
         self.info = BackendInfo("fault", "cuda", "float32", "test")
         self.calls = 0
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         self.calls += 1
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
@@ -161,7 +161,7 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
 class HungBackend(CudaFaultBackend):
     """A backend whose call never comes back in time (a hung driver)."""
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         self.calls += 1
         time.sleep(1.5)
         raise AssertionError("unreachable in time")
@@ -182,3 +182,33 @@ def test_hung_inference_times_out_and_latches(tiny_model_dir):
         return elapsed
 
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_patch_grids_only_leave_the_backend_when_asked(tiny_model_dir):
+    """A batch mixing global-only and patch requests: only the latter get a grid, and a batch of
+    global-only requests asks the backend for none (it stays on the device)."""
+    from service.backends.torch import TorchBackend
+    from service.settings import Settings
+
+    backend = TorchBackend(str(tiny_model_dir), Settings(model="x", device="cpu", dtype="float32"), "test")
+    seen: list[bool] = []
+    run = backend.run
+    backend.run = lambda batch, patches=True: (seen.append(patches), run(batch, patches))[1]  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+
+    async def scenario() -> tuple[list, list]:
+        from jepa.preprocess import normalize
+
+        batcher = Batcher(
+            backend, BatchLimits(8, 0.05, 16, 1), lambda b: normalize(b, backend.config.preprocess), Metrics.create(8)
+        )
+        batcher.start()
+        mixed = await asyncio.gather(*batcher.submit(images[:2], patches=False), *batcher.submit(images[2:]))
+        lone = await asyncio.gather(*batcher.submit(images[:1], patches=False))
+        await batcher.close(1.0)
+        return mixed, lone
+
+    mixed, lone = asyncio.run(scenario())
+    assert [r[1] is None for r in mixed] == [True, True, False] and mixed[2][1].shape == (16, 192)
+    assert lone[0][1] is None and seen == [True, False]
