@@ -88,7 +88,7 @@ def choose_backend(settings: Settings, model: str) -> tuple[str, str]:
         return "torch", "dtype bfloat16 needs torch"
     if not graph.is_file():
         return "torch", f"no {graph.name} in the model directory"
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not _importable("onnxruntime"):
         return "torch", f"{graph.name} found but onnxruntime is not installed"
     return "onnxruntime", f"{graph.name} found and onnxruntime is installed"
 
