@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pydantic import SecretStr
 from starlette.requests import Request
@@ -11,11 +11,11 @@ from starlette.requests import Request
 from service.errors import Unauthorized
 
 
-def require_key(api_key: SecretStr | None) -> Callable[[Request], None]:
+def require_key(api_key: SecretStr | None) -> Callable[[Request], Awaitable[None]]:
     """A FastAPI dependency that checks the key, or does nothing when no key is configured."""
     expected = f"Bearer {api_key.get_secret_value()}".encode() if api_key else None
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: FastAPI would run a sync one in a thread
         if expected is None:
             return
         given = request.headers.get("authorization", "").encode()

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from service.multipart import MultipartError, TooManyParts, parse_multipart
 from service.schemas import EmbedOptions, EmbedRequest
 from service.settings import Settings
 
@@ -167,33 +165,25 @@ async def files_from_multipart(request: Request, settings: Settings) -> list[byt
     body = await read_body(request, settings)
     if not body:
         raise InvalidRequest("empty body: send files in the multipart field 'image'")
-
-    async def stream() -> AsyncIterator[bytes]:
-        yield body
-
-    parser = MultiPartParser(request.headers, stream(), max_files=settings.max_images_per_request + 1, max_fields=16)
+    limit = settings.max_images_per_request
     try:
-        form = await parser.parse()
-    except MultiPartException as e:
-        if "too many files" in e.message.lower():
-            limit = settings.max_images_per_request
-            raise InvalidParameters(f"too many images in one request; the limit is {limit}") from e
-        raise InvalidRequest(f"malformed multipart body: {e.message}") from e
-    unknown = sorted(set(form.keys()) - {"image"})
+        parts = parse_multipart(body, request.headers.get("content-type", ""), max_parts=limit + 16)
+    except TooManyParts as e:
+        raise InvalidParameters(f"too many images in one request; the limit is {limit}") from e
+    except MultipartError as e:
+        raise InvalidRequest(f"malformed multipart body: {e}") from e
+    unknown = sorted({p.name for p in parts} - {"image"})
     if unknown:
         raise InvalidParameters(f"unknown form fields {unknown}: files go in 'image', options in the query string")
-    parts = form.getlist("image")
-    if not parts:
+    images = [p for p in parts if p.name == "image"]
+    if not images:
         raise InvalidRequest("no files in the multipart field 'image'")
-    if len(parts) > settings.max_images_per_request:
-        raise InvalidParameters(f"{len(parts)} images in one request; the limit is {settings.max_images_per_request}")
-    out = []
-    for i, part in enumerate(parts):
-        if not isinstance(part, UploadFile):
+    if len(images) > limit:
+        raise InvalidParameters(f"{len(images)} images in one request; the limit is {limit}")
+    for i, part in enumerate(images):
+        if part.filename is None:
             raise InvalidRequest(f"image {i}: the 'image' field must be a file upload", index=i)
-        out.append(await part.read())
-        await part.close()
-    return out
+    return [p.data for p in images]
 
 
 def _summarise(error: ValidationError) -> str:

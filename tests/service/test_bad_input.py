@@ -132,8 +132,22 @@ def test_malformed_json_and_base64(server, jpeg_bytes):
     assert "URLs are not accepted" in err["message"]
 
 
+def test_malformed_multipart(server, jpeg_bytes):
+    req = httpx.Request("POST", server.url + "/embed", files=[("image", ("a.jpg", jpeg_bytes[1], "image/jpeg"))])
+    body, kind = req.read(), req.headers["content-type"]
+    err = assert_error(post_raw(server, body[: len(body) - 10], kind), 400, "invalid_request")
+    assert "malformed multipart body" in err["message"] and "closing boundary" in err["message"]
+    assert_error(post_raw(server, body, "multipart/form-data"), 400, "invalid_request")  # no boundary
+    r = httpx.post(server.url + "/embed", data={"image": "not a file"}, files=[("x", ("a", b"1", "image/jpeg"))])
+    assert_error(r, 422, "invalid_parameters")  # unknown field x
+    r = httpx.post(server.url + "/embed", files=[("image", (None, b"plain field", None))])
+    assert_error(r, 400, "invalid_request", 0)  # a form field, not a file upload
+
+
 def test_too_many_images(server, jpeg_bytes):
     err = assert_error(post_files(server, [jpeg_bytes[1]] * 5), 422, "invalid_parameters")
+    assert "limit is 4" in err["message"]
+    err = assert_error(post_files(server, [b"x"] * 40), 422, "invalid_parameters")  # stops parsing early
     assert "limit is 4" in err["message"]
     good = base64.b64encode(jpeg_bytes[1]).decode()
     assert_error(httpx.post(server.url + "/embed", json={"images": [good] * 5}), 422, "invalid_parameters")
