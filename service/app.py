@@ -29,6 +29,7 @@ from service.settings import Settings
 from service.state import AppState
 
 log = logging.getLogger("service")
+INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
 
 
 async def start(state: AppState) -> None:
@@ -144,10 +145,13 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
             results = await wait_or_disconnect(request, batcher.submit(pixels, options.want_patch))
             t = time.perf_counter()
-            # Encoding a patch grid as JSON takes milliseconds per image: keep it off the event loop.
-            body, media = await asyncio.get_running_loop().run_in_executor(
-                state.decode_pool, encode_results, kind, results, state.facts, options
-            )
+            if options.want_patch or len(results) > INLINE_ENCODE_MAX:
+                # A patch grid as JSON takes milliseconds per image: keep it off the event loop.
+                body, media = await asyncio.get_running_loop().run_in_executor(
+                    state.decode_pool, encode_results, kind, results, state.facts, options
+                )
+            else:  # a few global vectors encode in microseconds, less than the hop to a thread
+                body, media = encode_results(kind, results, state.facts, options)
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
             m.requests.labels(e.type).inc()
@@ -209,6 +213,7 @@ def describe(state: AppState) -> dict[str, object]:
         "limits": {
             "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
+            "inference_workers": batcher.workers,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,
             "max_images_per_request": s.max_images_per_request,

@@ -3,9 +3,9 @@
 Routes call :meth:`Batcher.submit` (admission control happens right there: a full queue raises
 :class:`Overloaded` at once). The task takes whatever is queued, up to ``max_batch_size``
 (after waiting up to ``max_wait_ms`` for company when that is set), stacks and normalises it
-in the preparation pool, and hands it to the single inference thread. While batch k runs,
-batch k+1 is taken and normalised; when k finishes, k+1 is topped up with anything that arrived
-meanwhile and starts. Items whose client left (future cancelled) are skipped. A failing batch
+in the preparation pool, and hands it to one of ``workers`` inference threads. While the workers
+are busy, the next batch is taken and normalised; when one finishes, that batch is topped up
+with anything that arrived meanwhile and starts. Items whose client left (future cancelled) are skipped. A failing batch
 fails only its own futures; a fatal device error latches :attr:`fatal` (``/ready`` then 503).
 """
 
@@ -60,12 +60,13 @@ class Batcher:
         metrics: Metrics,
     ) -> None:
         self.backend = backend
+        self.workers = backend.workers
         self.limits = limits
         self.fatal: BaseException | None = None
         self._normalize = normalize
-        # One thread stacks and normalises batch k+1 while the other runs batch k.
+        # One thread stacks and normalises the next batch while the workers run theirs.
         self._prep_pool = ThreadPoolExecutor(1, thread_name_prefix="jepa-prep")
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="jepa-infer")
+        self._infer_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="jepa-infer")
         self._taken: set[asyncio.Future[Result]] = set()  # taken from the queue, not yet answered
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
@@ -108,11 +109,16 @@ class Batcher:
     # -- lifecycle --
 
     async def warmup(self) -> None:
-        """One full batch through the inference thread, so the first request pays no start-up cost."""
+        """A full batch through every inference thread at once (and the wide mode, when there is
+        one), so no request pays a start-up cost."""
         size = self.backend.config.image_size
         pixels = np.zeros((self.limits.max_batch_size, size, size, 3), dtype=np.uint8)
         batch = self._assemble(list(pixels))
-        await asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch)
+        loop = asyncio.get_running_loop()
+        run = self.backend.run
+        await asyncio.gather(*(loop.run_in_executor(self._infer_pool, run, batch) for _ in range(self.workers)))
+        if self.backend.wide:
+            await loop.run_in_executor(self._infer_pool, run, batch, True, True)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="jepa-batcher")
@@ -157,17 +163,33 @@ class Batcher:
     # -- the task's side --
 
     async def _loop(self) -> None:
-        running: asyncio.Task[None] | None = None
+        running: dict[asyncio.Task[None], bool] = {}  # each batch in flight -> whether it runs wide
         try:
             while (items := await self._collect()) is not None:
                 batch = await self._prepare(items)
-                if running is not None:
-                    await running  # only one batch is prefetched; _infer never raises
+                # Wait while every worker is busy, or a wide batch holds all the CPUs (_infer never raises).
+                while running and (len(running) >= self.workers or any(running.values())):
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        del running[task]
                     items, batch = await self._top_up(items, batch)
-                running = asyncio.create_task(self._infer(items, batch))
+                for part, rows, wide in self._plan(items, batch, busy=len(running)):
+                    running[asyncio.create_task(self._infer(part, rows, wide))] = wide
         finally:
-            if running is not None:
-                await running
+            if running:
+                await asyncio.wait(running)
+
+    def _plan(self, items: list[_Item], batch: np.ndarray, busy: int) -> list[tuple[list[_Item], np.ndarray, bool]]:
+        """How a batch runs: whole, unless the backend has a wide mode (several CPU workers). Then a
+        lone image with nothing else to do runs wide (all threads: lowest latency), and a batch that
+        finds every worker idle is split over them (no thread barriers between them: more images/s
+        when HTTP and decode work share the cores)."""
+        if not self.backend.wide:
+            return [(items, batch, False)]
+        if busy == 0 and len(items) == 1 and not self._queue:
+            return [(items, batch, True)]
+        parts = np.array_split(np.arange(len(items)), min(self.workers - busy, len(items)))
+        return [([items[k] for k in idx], batch[idx[0] : idx[-1] + 1], False) for idx in parts]
 
     async def _collect(self) -> list[_Item] | None:
         """Wait for at least one live item, then (with ``max_wait``) for a full batch or the deadline."""
@@ -226,13 +248,13 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._prep_pool, self._assemble, [it.pixels for it in items])
 
-    async def _infer(self, items: list[_Item], batch: np.ndarray) -> None:
+    async def _infer(self, items: list[_Item], batch: np.ndarray, wide: bool = False) -> None:
         try:
-            await self._run_batch(items, batch)
+            await self._run_batch(items, batch, wide)
         finally:
             self._taken.difference_update(it.future for it in items)
 
-    async def _run_batch(self, items: list[_Item], batch: np.ndarray) -> None:
+    async def _run_batch(self, items: list[_Item], batch: np.ndarray, wide: bool) -> None:
         live = [k for k, it in enumerate(items) if not it.future.cancelled()]
         if not live:
             return
@@ -243,9 +265,10 @@ class Batcher:
                 it.future.set_exception(NotReady("a fatal inference error latched"))
             return
         self._metrics.batch_size.observe(len(items))
+        self._metrics.inference_runs.labels("wide" if wide else "narrow").inc()
         start = time.perf_counter()
         patches = any(it.patches for it in items)
-        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch, patches)
+        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch, patches, wide)
         try:
             pooled, tokens = await asyncio.wait_for(asyncio.shield(running), self.limits.inference_timeout_s)
         except asyncio.TimeoutError:

@@ -22,6 +22,7 @@ class Metrics:
     request_seconds: Histogram
     stage_seconds: Histogram
     batch_size: Histogram
+    inference_runs: Counter
     queue_depth: Gauge
     model: Info
 
@@ -47,6 +48,12 @@ class Metrics:
                 registry=reg,
             ),
             batch_size=Histogram("jepa_batch_size", "Images per inference call", buckets=sizes, registry=reg),
+            inference_runs=Counter(
+                "jepa_inference_runs",
+                "Inference calls by mode: narrow (one worker's threads) or wide (all threads, a lone batch)",
+                ["mode"],
+                registry=reg,
+            ),
             queue_depth=Gauge("jepa_queue_depth", "Images waiting for inference", registry=reg),
             model=Info("jepa_model", "The served model and backend", registry=reg),
         )

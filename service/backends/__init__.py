@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from service.backends.base import Backend, BackendInfo, is_fatal
@@ -38,10 +39,20 @@ def _importable(name: str) -> bool:
         return False
 
 
+def nvidia_driver_present() -> bool:
+    """False only where CUDA surely cannot work: Linux without the NVIDIA driver's device nodes
+    (native or WSL). Lets a CPU host skip importing torch just to ask (seconds, ~200 MB RSS)."""
+    if sys.platform != "linux":
+        return True  # no cheap test: ask the libraries
+    return any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg"))
+
+
 def cuda_present(settings: Settings) -> bool:
     """Whether ``--device`` means a GPU: asked for, or ``auto`` with torch or onnxruntime seeing one."""
     if settings.device != "auto":
         return settings.device == "cuda"
+    if not nvidia_driver_present():
+        return False
     if settings.backend != "onnxruntime" and _importable("torch"):
         import torch
 

@@ -1,8 +1,9 @@
 """What every backend offers: a description and ``run(batch, patches) -> (global [B, D], patch [B, N, D] | None)``.
 
-A backend is called from exactly one thread (the batcher's inference thread), so it needs no
-locking. ``input_kind`` says whether it wants normalised float32 ``[B, 3, S, S]`` or raw RGB
-``uint8 [B, S, S, 3]`` (the ``model.uint8.onnx`` graph normalises inside).
+The batcher calls a backend from ``workers`` threads at once (one by default); ONNX
+Runtime sessions and torch modules in inference mode both allow concurrent calls. ``input_kind``
+says whether it wants normalised float32 ``[B, 3, S, S]`` or raw RGB ``uint8 [B, S, S, 3]`` (the
+``model.uint8.onnx`` graph normalises inside).
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ class BackendInfo:
 class Backend(Protocol):
     config: ModelConfig
     info: BackendInfo
+    workers: int  # batches the batcher may run at once (inference_workers, resolved)
+    # True when ``run(..., alone=True)`` uses every CPU for one batch (several CPU workers): the
+    # batcher then runs a lone batch wide and splits a batch over the workers when none is busy.
+    wide: bool
 
-    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """``batch`` (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``) -> float32 ``[B, D]`` and, when
         ``patches``, ``[B, N, D]`` (else None: a patch grid is large, and copying it off a GPU for
-        global-only batches would cost more than the pooling)."""
+        global-only batches would cost more than the pooling). ``alone``: no other batch runs now."""
         ...
 
     def close(self) -> None: ...

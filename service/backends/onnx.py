@@ -15,7 +15,7 @@ import onnxruntime as ort
 from jepa.errors import CheckpointError
 from jepa.formats.native import read_config
 from service.backends.base import BackendInfo
-from service.settings import Settings
+from service.settings import Settings, usable_cpus
 
 OUTPUTS = ("global_embedding", "patch_embeddings")
 
@@ -43,12 +43,17 @@ class OnnxBackend:
         if not graph.is_file():
             raise CheckpointError(graph, "ONNX graph not found (export the model first, or use --backend torch)")
         self.config = read_config(graph.parent)
-        options = ort.SessionOptions()
-        if settings.inference_threads:
-            options.intra_op_num_threads = settings.inference_threads
-        self.session = ort.InferenceSession(
-            str(graph), options, providers=pick_providers(settings.device, settings.tensorrt)
-        )
+        providers = pick_providers(settings.device, settings.tensorrt)
+        cpu = providers == ["CPUExecutionProvider"]
+        self.workers = settings.inference_workers or (2 if cpu and usable_cpus() >= 2 else 1)
+        threads = settings.threads_per_worker(self.workers)
+        self.session = _session(graph, providers, threads, settings.inference_spin)
+        # Several CPU workers split the threads; a batch that runs alone gets a session with all of them.
+        self.wide = cpu and self.workers > 1
+        self._wide_session: ort.InferenceSession | None = None
+        if self.wide:
+            all_threads = settings.inference_threads * self.workers or usable_cpus()
+            self._wide_session = _session(graph, providers, all_threads, settings.inference_spin)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")
@@ -57,22 +62,39 @@ class OnnxBackend:
         if not set(OUTPUTS) <= outputs:
             raise CheckpointError(graph, f"outputs {sorted(outputs)} lack {sorted(set(OUTPUTS) - outputs)}")
         uint8 = inputs[0].type == "tensor(uint8)"
-        providers = self.session.get_providers()
+        active = self.session.get_providers()
         self.info = BackendInfo(
             name="onnxruntime",
-            device="cpu" if providers[0] == "CPUExecutionProvider" else "cuda",
+            device="cpu" if active[0] == "CPUExecutionProvider" else "cuda",
             dtype="float16" if "fp16" in graph.name else ("int8" if "int8" in graph.name else "float32"),
             reason=reason,
             input_kind="uint8" if uint8 else "float",
-            details={"graph": graph.name, "providers": providers, "onnxruntime": ort.__version__},
+            details={
+                "graph": graph.name,
+                "providers": active,
+                "onnxruntime": ort.__version__,
+                "threads": threads or "default",
+                "workers": self.workers,
+                "wide_session_for_lone_batches": self.wide,
+            },
         )
 
-    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        session = self._wide_session if alone and self._wide_session is not None else self.session
         if not patches:  # only the pooled output leaves the session
-            (pooled,) = self.session.run([OUTPUTS[0]], {self.input_name: batch})
+            (pooled,) = session.run([OUTPUTS[0]], {self.input_name: batch})
             return np.asarray(pooled, dtype=np.float32), None
-        pooled, tokens = self.session.run(list(OUTPUTS), {self.input_name: batch})
+        pooled, tokens = session.run(list(OUTPUTS), {self.input_name: batch})
         return np.asarray(pooled, dtype=np.float32), np.asarray(tokens, dtype=np.float32)
 
     def close(self) -> None:
-        del self.session
+        del self.session, self._wide_session
+
+
+def _session(graph: Path, providers: list[str], threads: int, spin: bool) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spin:  # idle pool threads sleep instead of spinning, leaving the cores to HTTP and decode
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(graph), options, providers=providers)

@@ -28,8 +28,9 @@ class TorchBackend:
     """Runs the encoder under ``torch.inference_mode`` in the batcher's inference thread."""
 
     def __init__(self, model: str, settings: Settings, reason: str) -> None:
-        if settings.inference_threads:
-            torch.set_num_threads(settings.inference_threads)
+        self.workers = settings.inference_workers or 1
+        if threads := settings.threads_per_worker(self.workers):
+            torch.set_num_threads(threads)
         self.device = torch.device(pick_device(settings.device))
         self.dtype = DTYPES[settings.dtype]
         encoder = jepa.load_encoder(model)
@@ -40,11 +41,17 @@ class TorchBackend:
             device=str(self.device),
             dtype=settings.dtype,
             reason=reason,
-            details={"torch": torch.__version__, "threads": torch.get_num_threads()},
+            details={
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "workers": self.workers,
+            },
         )
 
+    wide = False  # torch's thread count is per process, not per call
+
     @torch.inference_mode()
-    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype, non_blocking=True)  # [B, 3, S, S]
         tokens = self.encoder(x).float()  # [B, N, D]
         pooled = tokens.mean(dim=1)  # [B, D]

@@ -114,7 +114,7 @@ def white_jpeg() -> bytes:
 
 
 def test_inference_error_fails_only_its_batch(serve, poison_model_dir, jpeg_bytes):
-    srv = serve(poison_model_dir, backend="onnxruntime", max_wait_ms=1000)
+    srv = serve(poison_model_dir, backend="onnxruntime", max_wait_ms=1000, inference_workers=1)
     assert post(srv.url, jpeg_bytes[1]).status_code == 200
     r = post(srv.url, white_jpeg())
     assert r.status_code == 500 and r.json()["error"]["type"] == "inference_error"
@@ -125,15 +125,57 @@ def test_inference_error_fails_only_its_batch(serve, poison_model_dir, jpeg_byte
     assert srv.metric("jepa_requests_total", 'outcome="inference_error"') == 3
 
 
+def test_two_workers_split_a_batch_and_isolate_its_failure(serve, poison_model_dir, jpeg_bytes):
+    """With 2 CPU workers, a batch that finds both idle is split over them: the poisoned image
+    fails its half only. A lone image runs on the wide session (all threads)."""
+    srv = serve(poison_model_dir, backend="onnxruntime", device="cpu", max_wait_ms=1000, inference_workers=2)
+    assert post(srv.url, jpeg_bytes[1]).status_code == 200
+    assert srv.metric("jepa_inference_runs_total", 'mode="wide"') == 1
+    both = asyncio.run(post_many(srv.url, [white_jpeg(), jpeg_bytes[2]]))
+    assert [x.status_code for x in both] == [500, 200]
+    assert srv.metric("jepa_inference_runs_total", 'mode="narrow"') == 2
+    assert srv.metric("jepa_batch_size_count") == 3 and srv.metric("jepa_batch_size_sum") == 3
+
+
+def test_batch_plan_with_a_wide_backend(tiny_model_dir):
+    """The plan for a backend with a wide mode and 2 workers: a lone image with nothing queued runs
+    wide; a batch that finds both workers idle is split in two; with one busy it runs whole."""
+    from service.batcher import _Item
+
+    backend = CudaFaultBackend(read_config(tiny_model_dir))
+    backend.wide, backend.workers = True, 2
+    batcher = Batcher(backend, BatchLimits(8, 0.0, 16, 1), None, Metrics.create(8))
+    loop = asyncio.new_event_loop()
+    try:
+        items = [_Item(np.zeros((32, 32, 3), np.uint8), loop.create_future()) for _ in range(5)]
+        batch = np.arange(5)
+
+        def plan(n: int, busy: int) -> list[tuple[int, list[int], bool]]:
+            steps = batcher._plan(items[:n], batch[:n], busy)
+            return [(len(part), rows.tolist(), wide) for part, rows, wide in steps]
+
+        assert plan(1, busy=0) == [(1, [0], True)]
+        assert plan(5, busy=0) == [(3, [0, 1, 2], False), (2, [3, 4], False)]
+        assert plan(5, busy=1) == [(5, [0, 1, 2, 3, 4], False)]
+        batcher._queue.append(items[4])  # someone is waiting: the lone image leaves the CPUs to share
+        assert plan(1, busy=0) == [(1, [0], False)]
+        backend.wide = False  # no wide mode (GPU, torch): always whole
+        assert plan(5, busy=0) == [(5, [0, 1, 2, 3, 4], False)]
+    finally:
+        loop.close()
+
+
 class CudaFaultBackend:
     """A backend whose device fails the way a dead GPU does (for the fatal latch; no GPU needed)."""
 
     def __init__(self, config) -> None:
         self.config = config
         self.info = BackendInfo("fault", "cuda", "float32", "test")
+        self.wide = False
+        self.workers = 1
         self.calls = 0
 
-    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.calls += 1
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
@@ -161,7 +203,7 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
 class HungBackend(CudaFaultBackend):
     """A backend whose call never comes back in time (a hung driver)."""
 
-    def run(self, batch: np.ndarray, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.calls += 1
         time.sleep(1.5)
         raise AssertionError("unreachable in time")
@@ -193,7 +235,7 @@ def test_patch_grids_only_leave_the_backend_when_asked(tiny_model_dir):
     backend = TorchBackend(str(tiny_model_dir), Settings(model="x", device="cpu", dtype="float32"), "test")
     seen: list[bool] = []
     run = backend.run
-    backend.run = lambda batch, patches=True: (seen.append(patches), run(batch, patches))[1]  # type: ignore[method-assign]
+    backend.run = lambda batch, patches=True, alone=False: (seen.append(patches), run(batch, patches))[1]  # type: ignore[method-assign]
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
 

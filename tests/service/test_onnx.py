@@ -122,3 +122,42 @@ def test_fatal_error_classification():
     assert is_fatal(RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access"))
     assert not is_fatal(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))  # that batch only
     assert not is_fatal(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions"))
+
+
+def test_cpu_host_never_imports_torch_to_look_for_a_gpu(onnx_only_dir):
+    """Without the NVIDIA driver, device auto is settled without importing torch (seconds and
+    ~200 MB saved at start-up), though torch is installed here."""
+    from service.backends import nvidia_driver_present
+
+    if nvidia_driver_present():
+        pytest.skip("an NVIDIA driver is present: torch is the right way to ask")
+    code = (
+        "import sys\nfrom service.backends import load_backend\nfrom service.settings import Settings\n"
+        f"b = load_backend(Settings(model='x'), {str(onnx_only_dir)!r})\n"
+        "print(b.info.name, b.info.device, 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["onnxruntime", "cpu", "False"]
+
+
+def test_two_cpu_workers_give_the_same_embeddings(serve, onnx_only_dir, jpeg_bytes):
+    """Split batches, wide lone batches and one worker all agree (same graph, other thread layout)."""
+    import asyncio
+
+    async def burst(url: str) -> list[list[float]]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            rs = await asyncio.gather(
+                *(http.post(url + "/embed", files=[("image", ("a.jpg", b, "image/jpeg"))]) for b in jpeg_bytes * 3)
+            )
+        return [r.json()["data"][0]["embedding"] for r in rs]
+
+    one = serve(onnx_only_dir, device="cpu", inference_workers=1)
+    two = serve(onnx_only_dir, device="cpu", inference_workers=2, inference_threads=1, max_wait_ms=50)
+    assert httpx.get(two.url + "/info").json()["backend"]["workers"] == 2
+    ref = asyncio.run(burst(one.url))
+    got = asyncio.run(burst(two.url))
+    lone = embed_files(two.url, jpeg_bytes[:1]).json()["data"][0]["embedding"]
+    assert rel_err(np.array(got), np.array(ref)) < 1e-4 and rel_err(np.array(lone), np.array(ref[0])) < 1e-4
+    assert two.metric("jepa_inference_runs_total", 'mode="narrow"') >= 2
+    assert two.metric("jepa_inference_runs_total", 'mode="wide"') >= 1
