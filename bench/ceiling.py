@@ -4,6 +4,10 @@ For each backend/dtype (torch fp32/bf16/fp16, ONNX Runtime on the graphs an expo
 model directory) and each batch size, images/s over repeated forwards; the best batch size is the
 ceiling the service is measured against. Batch-1 latency is the floor for a lone request.
 
+ONNX Runtime on a CPU is measured twice: one caller with every thread, and (with 2+ CPUs) two
+callers of one session with half the threads each -- the two layouts the service's
+``--inference-workers`` chooses between. The service is held to the better of the two.
+
     python -m bench.ceiling MODEL_DIR [--batch-sizes 1,4,16] [--device cuda]
 """
 
@@ -11,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from service.settings import usable_cpus
 
 ONNX_GRAPHS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 
@@ -27,7 +34,8 @@ class Ceiling:
     dtype: str  # fp32 | bf16 | fp16 | int8
     device: str
     images_s: dict[int, float]  # batch size -> images/s
-    batch1_ms: float
+    batch1_ms: float  # one batch-1 call (with workers > 1: while the other workers run too)
+    workers: int = 1  # concurrent callers, each with 1/workers of the CPUs
 
     @property
     def best_batch(self) -> int:
@@ -78,24 +86,60 @@ def torch_runner(model_dir: str | Path, dtype: str, device: str) -> Callable[[np
     return run
 
 
-def onnx_runner(graph: Path, device: str) -> Callable[[np.ndarray], object]:
+def onnx_runner(graph: Path, device: str, threads: int = 0) -> Callable[[np.ndarray], object]:
     import onnxruntime as ort
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(graph), providers=providers)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(graph), options, providers=providers)
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})
 
 
+def concurrent_rate(
+    run: Callable[[np.ndarray], object], x: np.ndarray, workers: int, min_time_s: float
+) -> tuple[float, float]:
+    """``(images/s, median seconds per call)`` with ``workers`` threads calling ``run(x)`` at once."""
+    run(x)  # warm-up
+    stop = time.perf_counter() + min_time_s
+    times: list[list[float]] = [[] for _ in range(workers)]
+
+    def loop(k: int) -> None:
+        while time.perf_counter() < stop or not times[k]:
+            t0 = time.perf_counter()
+            run(x)
+            times[k].append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(workers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    calls = [t for ts in times for t in ts]
+    return len(calls) * len(x) / elapsed, float(np.median(calls))
+
+
 def measure(
-    run: Callable[[np.ndarray], object], size: int, batch_sizes: Sequence[int], min_time_s: float, sync: Callable
+    run: Callable[[np.ndarray], object],
+    size: int,
+    batch_sizes: Sequence[int],
+    min_time_s: float,
+    sync: Callable,
+    workers: int = 1,
 ) -> tuple[dict[int, float], float]:
     rng = np.random.default_rng(0)
     rates, batch1_ms = {}, float("nan")
     for bs in batch_sizes:
         x = rng.standard_normal((bs, 3, size, size), dtype=np.float32)
-        sec = time_forward(lambda x=x: run(x), min_time_s, sync=sync)
-        rates[bs] = bs / sec
+        if workers == 1:
+            sec = time_forward(lambda x=x: run(x), min_time_s, sync=sync)
+            rates[bs] = bs / sec
+        else:
+            rates[bs], sec = concurrent_rate(run, x, workers, min_time_s)
         if bs == 1:
             batch1_ms = sec * 1000.0
     return rates, batch1_ms
@@ -115,17 +159,23 @@ def ceilings(
     size = read_config(model_dir).image_size
     sync = _cuda_sync if device == "cuda" else (lambda: None)
     out = []
+    cpus = usable_cpus()
     for backend, dtype in variants:
         if backend == "onnxruntime":
             graph = Path(model_dir) / ONNX_GRAPHS[dtype]
             if not graph.is_file():
                 continue
-            run = onnx_runner(graph, device)
+            layouts = [1, 2] if device == "cpu" and cpus >= 2 else [1]
+            for workers in layouts:
+                run = onnx_runner(graph, device, threads=0 if workers == 1 else cpus // workers)
+                rates, b1 = measure(run, size, batch_sizes, min_time_s, sync, workers)
+                out.append(Ceiling(backend, dtype, device, rates, b1, workers))
+                del run
         else:
             run = torch_runner(model_dir, dtype, device)
-        rates, b1 = measure(run, size, batch_sizes, min_time_s, sync)
-        out.append(Ceiling(backend, dtype, device, rates, b1))
-        del run
+            rates, b1 = measure(run, size, batch_sizes, min_time_s, sync)
+            out.append(Ceiling(backend, dtype, device, rates, b1))
+            del run
     return out
 
 

@@ -1,10 +1,18 @@
-"""An asynchronous HTTP load generator (httpx): closed-loop clients posting real JPEGs.
+"""An asynchronous HTTP load generator: closed-loop clients posting real JPEGs.
 
-Each of ``concurrency`` clients sends one request, waits for the answer, and sends the next,
-cycling through the images, until the time or request budget runs out. Latencies are measured
-per request on the client; throughput counts images that came back with HTTP 200. With
-``procs > 1`` the clients are spread over several processes, so a fast server (a GPU) is not
-limited by one Python event loop.
+Each of ``concurrency`` clients keeps one HTTP/1.1 keep-alive connection, sends one request,
+waits for the answer, and sends the next, cycling through the images, until the time or request
+budget runs out. Latencies are measured per request on the client; throughput counts images that
+came back with HTTP 200. With ``procs > 1`` the clients are spread over several processes, so a
+fast server (a GPU) is not limited by one Python event loop.
+
+Why not an httpx client per request: on the 2-core benchmark machine the load generator shares
+the CPUs with the server it measures, and httpx spent about 1.5 ms of CPU per request building
+and parsing messages (measured with getrusage around a c=16 run), CPU the server then lacked.
+Every request of a run is one of a few fixed messages, so they are encoded once (by httpx's own
+multipart encoder, so the bytes are what a real client sends) and written to the socket; answers
+are read by status line and ``Content-Length`` or chunks (``_read_response``). ``client_cpu_ms``
+in the result reports what the generator itself used per request.
 """
 
 from __future__ import annotations
@@ -12,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import httpx
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class LoadResult:
     p99_ms: float
     mean_bytes: float
     statuses: dict[str, int]
+    client_cpu_ms: float  # CPU time of the load generator per request (it shares the machine)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,27 +67,98 @@ class _Samples:
     nbytes: int = 0
     ok: int = 0  # requests answered 200
     images: int = 0  # images in those requests
+    cpu_s: float = 0.0  # process CPU time the timed run used
+
+
+def encode_requests(spec: RequestSpec, images: Sequence[bytes]) -> list[bytes]:
+    """Every distinct request of a run as raw HTTP/1.1 bytes (request ``i`` carries images ``i*k ...``)."""
+    if not spec.url.startswith("http://"):
+        raise ValueError(f"the load generator speaks plain HTTP/1.1 only, not {spec.url}")
+    k = spec.images_per_request
+    count = len(images) // math.gcd(len(images), k)  # after this many requests the cycle repeats
+    out = []
+    for r in range(count):
+        files = [("image", (f"{j}.jpg", images[j % len(images)], "image/jpeg")) for j in range(r * k, r * k + k)]
+        req = httpx.Request("POST", spec.url, params=spec.params, headers=spec.headers, files=files)
+        body = req.read()
+        target = req.url.raw_path.decode("ascii")
+        head = [f"POST {target} HTTP/1.1", f"Host: {req.url.netloc.decode('ascii')}"]
+        head += [f"{name}: {value}" for name, value in req.headers.items() if name.lower() != "host"]
+        out.append(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    return out
+
+
+class ProtocolError(Exception):
+    """The server's answer was not the HTTP/1.1 this client reads (or the connection dropped)."""
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
+    """``(status, body bytes, keep-alive)``; reads a ``Content-Length`` or chunked body to its end."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise ProtocolError(f"bad status line {lines[0]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    keep_alive = headers.get("connection", "").lower() != "close"
+    if "content-length" in headers:
+        size = int(headers["content-length"])
+        await reader.readexactly(size)
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        size = 0
+        while chunk := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(chunk + 2)
+            size += chunk
+        await reader.readuntil(b"\r\n")  # no trailers expected
+    else:
+        raise ProtocolError("answer without Content-Length or chunked encoding")
+    return int(parts[1]), size, keep_alive
 
 
 async def _client(
-    http: httpx.AsyncClient, spec: RequestSpec, images: Sequence[bytes], start: int, stop: _Stop, out: _Samples
+    spec: RequestSpec, requests: Sequence[bytes], start: int, stop: _Stop, out: _Samples, timeout_s: float
 ) -> None:
+    url = httpx.URL(spec.url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     i, k = start, spec.images_per_request
-    while stop.take():
-        files = [("image", (f"{j}.jpg", images[j % len(images)], "image/jpeg")) for j in range(i, i + k)]
-        i += k
-        t0 = time.perf_counter()
-        try:
-            r = await http.post(spec.url, params=spec.params, headers=spec.headers, files=files)
-            key, size = str(r.status_code), len(r.content)
-        except httpx.HTTPError as e:
-            key, size = type(e).__name__, 0
-        out.latencies.append(time.perf_counter() - t0)
-        out.statuses[key] = out.statuses.get(key, 0) + 1
-        if key == "200":
-            out.ok += 1
-            out.images += k
-            out.nbytes += size
+    try:
+        while stop.take():
+            message = requests[i % len(requests)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection(url.host, port)
+                reader, writer = conn
+                writer.write(message)
+                status, size, keep_alive = await asyncio.wait_for(_read_response(reader), timeout_s)
+                key = str(status)
+                if not keep_alive:
+                    writer.close()
+                    conn = None
+            except asyncio.TimeoutError:
+                key, size = "ReadTimeout", 0
+                conn = _drop(conn)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError, ValueError) as e:
+                key, size = type(e).__name__, 0
+                conn = _drop(conn)
+            out.latencies.append(time.perf_counter() - t0)
+            out.statuses[key] = out.statuses.get(key, 0) + 1
+            if key == "200":
+                out.ok += 1
+                out.images += k
+                out.nbytes += size
+    finally:
+        _drop(conn)
+
+
+def _drop(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+    if conn is not None:
+        conn[1].close()
 
 
 class _Stop:
@@ -101,18 +184,29 @@ async def _run_async(
     warmup: int,
     timeout_s: float,
 ) -> tuple[_Samples, float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as http:
-        if warmup:
-            await asyncio.gather(*(_client(http, spec, images, k, _Stop(None, 1), _Samples()) for k in range(warmup)))
-        out, stop = _Samples(), _Stop(duration_s, max_requests)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(_client(http, spec, images, k, stop, out) for k in range(concurrency)))
-        return out, time.perf_counter() - t0
+    requests = encode_requests(spec, images)
+    if warmup:
+        await asyncio.gather(
+            *(_client(spec, requests, k, _Stop(None, 1), _Samples(), timeout_s) for k in range(warmup))
+        )
+    out, stop = _Samples(), _Stop(duration_s, max_requests)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(_client(spec, requests, k, stop, out, timeout_s) for k in range(concurrency)))
+    out.cpu_s = time.process_time() - cpu0
+    return out, time.perf_counter() - t0
 
 
 def _run_in_process(args: tuple) -> tuple[_Samples, float]:
-    return asyncio.run(_run_async(*args))
+    return _event_loop_run(_run_async(*args))
+
+
+def _event_loop_run(coro: Coroutine[object, object, T]) -> T:
+    """uvloop when installed (uvicorn's own fast loop; less client CPU), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def run_load(
@@ -129,7 +223,7 @@ def run_load(
     """Drive the server with ``concurrency`` closed-loop clients; see the module docstring."""
     warm = min(concurrency, 8) if warmup is None else warmup
     if procs <= 1:
-        parts = [asyncio.run(_run_async(spec, images, concurrency, duration_s, max_requests, warm, timeout_s))]
+        parts = [_event_loop_run(_run_async(spec, images, concurrency, duration_s, max_requests, warm, timeout_s))]
     else:
         import multiprocessing
 
@@ -168,4 +262,5 @@ def _summarise(concurrency: int, parts: list[tuple[_Samples, float]]) -> LoadRes
         p99_ms=pct(99),
         mean_bytes=sum(s.nbytes for s, _ in parts) / ok if ok else 0.0,
         statuses=statuses,
+        client_cpu_ms=1000 * sum(s.cpu_s for s, _ in parts) / lat.size if lat.size else math.nan,
     )

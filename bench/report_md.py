@@ -24,15 +24,15 @@ def load_table(rows: list[tuple[str, dict]]) -> list[str]:
 def ceiling_table(ceilings: list[dict]) -> list[str]:
     sizes = sorted({int(b) for c in ceilings for b in c["images_s"]})
     out = [
-        "| backend | dtype | " + " | ".join(f"batch {b} img/s" for b in sizes) + " | best | batch-1 ms |",
-        "| --- | --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
+        "| backend | dtype | workers | " + " | ".join(f"batch {b} img/s" for b in sizes) + " | best | batch-1 ms |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
     ]
     for c in ceilings:
         rates = {int(k): v for k, v in c["images_s"].items()}
         cells = " | ".join(_fmt(rates.get(b)) for b in sizes)
         out.append(
-            f"| {c['backend']} | {c['dtype']} | {cells} | {c['best_images_s']:.1f} (b={c['best_batch']}) "
-            f"| {c['batch1_ms']:.1f} |"
+            f"| {c['backend']} | {c['dtype']} | {c.get('workers', 1)} | {cells} "
+            f"| {c['best_images_s']:.1f} (b={c['best_batch']}) | {c['batch1_ms']:.1f} |"
         )
     return out
 

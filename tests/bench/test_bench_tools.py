@@ -51,5 +51,11 @@ def test_load_generator_counts_requests_and_images(hf_dir: Path, tmp_path: Path,
         res = run_load(RequestSpec(srv.url + "/embed"), jpeg_bytes, 4, duration_s=None, max_requests=10, warmup=0)
         assert (res.requests, res.ok, res.errors, res.rejected) == (10, 10, 0, 0)
         assert res.p50_ms <= res.p95_ms <= res.p99_ms
+        assert 0 < res.client_cpu_ms < res.p99_ms  # the generator's own CPU per request is measured
         bad = run_load(RequestSpec(srv.url + "/embed"), [b"not a jpeg"], 2, duration_s=None, max_requests=4, warmup=0)
         assert (bad.ok, bad.errors, bad.statuses) == (0, 4, {"400": 4})
+        several = RequestSpec(srv.url + "/embed", images_per_request=3)
+        res = run_load(several, jpeg_bytes, 2, duration_s=None, max_requests=4, warmup=0)
+        assert (res.ok, res.errors) == (4, 0) and res.images_s > 0  # 12 images in 4 requests
+    gone = run_load(RequestSpec(srv.url + "/embed"), jpeg_bytes, 2, duration_s=None, max_requests=2, warmup=0)
+    assert gone.ok == 0 and gone.errors == 2 and "ConnectionRefusedError" in gone.statuses  # server stopped
