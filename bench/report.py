@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import os
 import platform
+import re
+import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -54,18 +57,51 @@ def metric_lines(text: str) -> list[str]:
 
 
 def profile(server, images: list[bytes], concurrency: int, out: Path, duration_s: float) -> dict:
-    """py-spy the server (all non-idle threads, incl. native frames) during a load run; top frames."""
+    """py-spy the server (all non-idle threads, incl. native frames) during a load run; top frames,
+    and the CPU time each of the server's threads used per image (from /proc, named by py-spy)."""
     from bench.loadgen import RequestSpec, run_load
 
+    spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy_bin is None:
+        return {"error": "py-spy not found (pip install py-spy, part of the bench extra)"}
     raw = out / "profile.txt"
-    cmd = ["py-spy", "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw)]
+    cmd = [spy_bin, "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw), "--threads"]
     cmd += ["--duration", str(int(duration_s)), "--rate", "100", "--nonblocking"]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    before = thread_cpu_s(server.pid)
     load = run_load(RequestSpec(server.url + "/embed"), images, concurrency, duration_s=duration_s - 1).as_dict()
+    used = {tid: t - before.get(tid, 0.0) for tid, t in thread_cpu_s(server.pid).items()}
     _, err = spy.communicate(timeout=duration_s + 60)
     if spy.returncode != 0 or not raw.is_file():
         return {"error": f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}"}
-    return {"load": load, **summarise_profile(raw.read_text())}
+    text = raw.read_text()
+    names = thread_names(text)
+    per_thread: Counter[str] = Counter()
+    for tid, seconds in used.items():
+        name = names.get(tid, "native threads (ONNX Runtime pools)")
+        per_thread[name.rstrip("0123456789").rstrip("_")] += seconds
+    images_done = load["ok"]
+    cpu_ms = {k: 1000 * v / images_done for k, v in per_thread.most_common() if v > 0} if images_done else {}
+    return {"load": load, "thread_cpu_ms_per_image": cpu_ms, **summarise_profile(text)}
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of every thread of ``pid`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_names(raw_profile: str) -> dict[int, str]:
+    """Thread id -> Python thread name, from py-spy ``--threads`` stacks (``thread (TID): NAME;...``)."""
+    found = re.findall(r"(?:^|\n)thread \((\d+)\): ([^;]+);", raw_profile)
+    return {int(tid): name.strip() for tid, name in found}
 
 
 STAGES = {

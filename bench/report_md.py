@@ -63,7 +63,13 @@ def _runs(res: dict) -> list[tuple[str, dict]]:
 def profile_lines(prof: dict) -> list[str]:
     if "error" in prof:
         return [f"Profile failed: {prof['error']}"]
-    out = [f"py-spy, {prof['samples']} samples of non-idle threads at c=16:", ""]
+    out = []
+    if prof.get("thread_cpu_ms_per_image"):
+        cpu = prof["thread_cpu_ms_per_image"]
+        out += ["CPU time per image answered, by server thread (/proc, during the profiled c=16 run):", ""]
+        out += [f"- {name}: {ms:.2f} ms" for name, ms in cpu.items()]
+        out += [f"- all threads: {sum(cpu.values()):.2f} ms", ""]
+    out += [f"py-spy, {prof['samples']} samples of non-idle threads at c=16:", ""]
     out += [f"- {stage}: {share:.0%}" for stage, share in prof["stage_share"].items()]
     out += ["", "Top leaf frames:", ""]
     out += [f"- {share:.1%} `{frame}`" for frame, share in prof["top_leaf_frames"]]

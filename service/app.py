@@ -57,6 +57,8 @@ async def start(state: AppState) -> None:
     state.batcher.start()
     if s.warmup:
         await state.batcher.warmup()
+    if s.batch_probe and backend.info.device == "cpu":
+        await state.batcher.probe_batch_size()
     state.warmed = True
     log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
 
@@ -213,6 +215,8 @@ def describe(state: AppState) -> dict[str, object]:
         "limits": {
             "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
+            "batch_size_in_use": batcher.max_batch,
+            "batch_probe_ms_per_image": {str(b): round(ms, 3) for b, ms in batcher.probe_ms_per_image.items()},
             "inference_workers": batcher.workers,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,

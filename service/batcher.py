@@ -61,6 +61,8 @@ class Batcher:
     ) -> None:
         self.backend = backend
         self.workers = backend.workers
+        self.max_batch = limits.max_batch_size  # lowered by probe_batch_size where bigger is slower
+        self.probe_ms_per_image: dict[int, float] = {}
         self.limits = limits
         self.fatal: BaseException | None = None
         self._normalize = normalize
@@ -119,6 +121,39 @@ class Batcher:
         await asyncio.gather(*(loop.run_in_executor(self._infer_pool, run, batch) for _ in range(self.workers)))
         if self.backend.wide:
             await loop.run_in_executor(self._infer_pool, run, batch, True, True)
+
+    async def probe_batch_size(self, tolerance: float = 0.03, budget_s: float = 3.0) -> int:
+        """Time batches of 1, 2, 4, ... on one worker; if the cost per image rises past some size,
+        cap batches at the largest size within ``tolerance`` of the best. On a CPU a bigger batch is
+        often slower per image (ONNX Runtime int8 ViT-S/16 here: about 15% slower at batch 4 than
+        at batch 1, docs/BENCHMARKS.md), so coalescing must stop where it stops paying. When the
+        cost keeps falling (a GPU), or ``budget_s`` runs out first, ``max_batch_size`` stays."""
+        loop = asyncio.get_running_loop()
+        costs, rose = await loop.run_in_executor(self._infer_pool, self._probe_sizes, budget_s)
+        self.probe_ms_per_image = costs
+        if rose:
+            best = min(costs.values())
+            self.max_batch = max(b for b, ms in costs.items() if ms <= best * (1 + tolerance))
+        return self.max_batch
+
+    def _probe_sizes(self, budget_s: float) -> tuple[dict[int, float], bool]:
+        """ms per image (median of 3 calls) at batch 1, 2, 4, ..., and whether it rose past the best."""
+        size = self.backend.config.image_size
+        costs: dict[int, float] = {}
+        spent, b = 0.0, 1
+        while b <= self.limits.max_batch_size and spent < budget_s:
+            batch = self._assemble([np.zeros((size, size, 3), dtype=np.uint8)] * b)
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                self.backend.run(batch, False)
+                times.append(time.perf_counter() - t0)
+            spent += sum(times)
+            costs[b] = 1000 * float(np.median(times)) / b
+            if costs[b] > min(costs.values()) * 1.05:
+                return costs, True
+            b *= 2
+        return costs, False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="jepa-batcher")
@@ -200,12 +235,12 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._fill(deadline=self._queue[0].enqueued + self.limits.max_wait_s)
-            items = self._take(self.limits.max_batch_size)
+            items = self._take(self.max_batch)
             if items:  # empty when every waiting client left during the wait
                 return items
 
     async def _fill(self, deadline: float) -> None:
-        while len(self._queue) < self.limits.max_batch_size and not (self._closing or self._hurry):
+        while len(self._queue) < self.max_batch and not (self._closing or self._hurry):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
@@ -235,7 +270,7 @@ class Batcher:
         return taken
 
     async def _top_up(self, items: list[_Item], batch: np.ndarray) -> tuple[list[_Item], np.ndarray]:
-        extra = self._take(self.limits.max_batch_size - len(items))
+        extra = self._take(self.max_batch - len(items))
         if not extra:
             return items, batch
         return items + extra, np.concatenate([batch, await self._prepare(extra)])

@@ -7,6 +7,7 @@ below reads the environment.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -55,18 +56,24 @@ class Settings(BaseSettings):
     inference_threads: int = Field(
         0,
         ge=0,
-        description="Intra-op threads per inference worker (torch.set_num_threads / ORT); 0 = the CPUs divided "
-        "among the workers (with one worker: the library default).",
+        description="Intra-op threads in all (torch.set_num_threads / ORT), split among the inference workers; "
+        "a lone batch on a CPU gets all of them. 0 = the CPUs this process may use (affinity and cgroup CPU "
+        "quota) when there are several workers, else the library's default.",
     )
     inference_workers: int = Field(
         0,
         ge=0,
         le=64,
         description="Batches that run at once, each in its own thread on one shared model. 0 = auto: 2 with "
-        "onnxruntime on a CPU with 2 or more CPUs, else 1. Several CPU workers run 1/N of the threads each, "
-        "which beat one worker with all of them by 10-20% in images/s under load (no barrier between threads, "
-        "so HTTP and decode work delays one batch, not every operator); a lone image still runs with all "
-        "threads (docs/BENCHMARKS.md).",
+        "onnxruntime on a CPU with 2 or more threads to split, else 1. Several CPU workers share the threads "
+        "(1/N each), which beat one worker with all of them by 10-20% in images/s under load (no barrier "
+        "between threads, so HTTP and decode work delays one batch, not every operator); a lone image still "
+        "runs with all threads (docs/BENCHMARKS.md).",
+    )
+    batch_probe: bool = Field(
+        True,
+        description="On a CPU, time batches of 1, 2, 4, ... at start-up and cap batches where a bigger one gets "
+        "slower per image (often batch 1 or 2 on a CPU); /info shows the timings and the cap in use.",
     )
     inference_spin: bool = Field(
         True,
@@ -190,17 +197,38 @@ class Settings(BaseSettings):
             "an official .pth.tar or a Hugging Face IJepaModel directory."
         )
 
+    def thread_budget(self) -> int:
+        """Intra-op threads the backend may use in all."""
+        return self.inference_threads or usable_cpus()
+
     def threads_per_worker(self, workers: int) -> int:
-        """Intra-op threads for each of ``workers``; 0 leaves the library's default (one worker)."""
-        if self.inference_threads or workers == 1:
-            return self.inference_threads
-        return max(1, usable_cpus() // workers)
+        """Intra-op threads for each of ``workers``; 0 leaves the library's default (one worker, no limit set)."""
+        if workers == 1 and not self.inference_threads:
+            return 0
+        return max(1, self.thread_budget() // workers)
 
     def decode_pool_size(self) -> int:
         return self.decode_threads or min(8, os.cpu_count() or 1)
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), else the count."""
+    """CPUs this process may use: its affinity mask (a cpuset), capped by a cgroup CPU quota (a
+    container's ``cpus:`` limit, which the affinity mask does not show)."""
     affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None when unlimited or unknown."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None

@@ -15,7 +15,7 @@ import onnxruntime as ort
 from jepa.errors import CheckpointError
 from jepa.formats.native import read_config
 from service.backends.base import BackendInfo
-from service.settings import Settings, usable_cpus
+from service.settings import Settings
 
 OUTPUTS = ("global_embedding", "patch_embeddings")
 
@@ -45,15 +45,14 @@ class OnnxBackend:
         self.config = read_config(graph.parent)
         providers = pick_providers(settings.device, settings.tensorrt)
         cpu = providers == ["CPUExecutionProvider"]
-        self.workers = settings.inference_workers or (2 if cpu and usable_cpus() >= 2 else 1)
+        self.workers = settings.inference_workers or (2 if cpu and settings.thread_budget() >= 2 else 1)
         threads = settings.threads_per_worker(self.workers)
         self.session = _session(graph, providers, threads, settings.inference_spin)
         # Several CPU workers split the threads; a batch that runs alone gets a session with all of them.
         self.wide = cpu and self.workers > 1
         self._wide_session: ort.InferenceSession | None = None
         if self.wide:
-            all_threads = settings.inference_threads * self.workers or usable_cpus()
-            self._wide_session = _session(graph, providers, all_threads, settings.inference_spin)
+            self._wide_session = _session(graph, providers, settings.thread_budget(), settings.inference_spin)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")

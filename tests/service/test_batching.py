@@ -165,6 +165,47 @@ def test_batch_plan_with_a_wide_backend(tiny_model_dir):
         loop.close()
 
 
+class SleepBackend:
+    """A backend whose batch of ``b`` takes ``cost(b)`` seconds (to test the batch-size probe)."""
+
+    def __init__(self, config, cost) -> None:
+        self.config, self.cost = config, cost
+        self.info = BackendInfo("sleep", "cpu", "float32", "test")
+        self.wide, self.workers = False, 1
+
+    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        time.sleep(self.cost(len(batch)))
+        return np.zeros((len(batch), 4), np.float32), None
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("cost", "cap"),
+    [
+        (lambda b: 0.004 * b * b, 1),  # twice the cost per image at batch 2: stay at 1
+        (lambda b: 0.004 * b * (1 if b <= 2 else 3), 2),  # flat to 2, then 3x: cap at 2
+        (lambda b: 0.02 + 0.0005 * b, 16),  # cheaper per image all the way: keep max_batch_size
+    ],
+)
+def test_batch_probe_caps_where_bigger_batches_stop_paying(tiny_model_dir, cost, cap):
+    batcher = Batcher(
+        SleepBackend(read_config(tiny_model_dir), cost), BatchLimits(16, 0.0, 64, 1), None, Metrics.create(16)
+    )
+
+    async def scenario() -> tuple[int, list]:
+        batcher.start()
+        found = await batcher.probe_batch_size()
+        results = await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)] * 5))
+        await batcher.close(1.0)
+        return found, results
+
+    found, results = asyncio.run(scenario())
+    assert found == cap == batcher.max_batch and len(results) == 5
+    assert min(batcher.probe_ms_per_image) == 1 and all(ms > 0 for ms in batcher.probe_ms_per_image.values())
+
+
 class CudaFaultBackend:
     """A backend whose device fails the way a dead GPU does (for the fatal latch; no GPU needed)."""
 

@@ -68,7 +68,9 @@ def test_poisoned_batch_among_concurrent_good_ones(faulty_server, photos) -> Non
 @pytest.fixture(scope="module")
 def slow_batch_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     # Batches wait up to 1.5 s to fill, so requests sit in the queue long enough for clients to leave.
-    srv = start_service(tiny_model_dir, tmp_path_factory.mktemp("disconnect"), "--max-wait-ms", "1500")
+    srv = start_service(
+        tiny_model_dir, tmp_path_factory.mktemp("disconnect"), "--max-wait-ms", "1500", "--no-batch-probe"
+    )
     yield srv
     srv.stop()
 

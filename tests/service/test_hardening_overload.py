@@ -19,6 +19,7 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     # A queue of 4 images, and batches that wait 300 ms to fill: while a batch forms, the queue is
     # full after one 4-image request, so nearly every concurrent request must be turned away.
     args = ("--max-queue", "4", "--max-images-per-request", "4", "--max-wait-ms", "300", "--max-batch-size", "64")
+    args += ("--no-batch-probe",)  # batches wait to fill up to 64: the queue limit is what is tested
     srv = start_service(tiny_model_dir, tmp_path_factory.mktemp("overload"), *args)
     yield srv
     srv.stop()

@@ -44,8 +44,10 @@ async def load_then_sigterm(srv, files) -> tuple[list, float, int | str]:
 
 
 def test_sigterm_mid_load_answers_accepted_refuses_new_and_exits(tiny_model_dir: Path, tmp_path: Path, photos):
-    # Batches wait up to 1 s to fill, so the signal arrives while accepted images are still queued.
-    srv = start_service(tiny_model_dir, tmp_path, "--max-wait-ms", "1000", "--drain-timeout-s", "20")
+    # Batches wait up to 1 s to fill (up to 32: no batch probe lowering the cap), so the signal
+    # arrives while accepted images are still queued.
+    args = ("--max-wait-ms", "1000", "--drain-timeout-s", "20", "--no-batch-probe")
+    srv = start_service(tiny_model_dir, tmp_path, *args)
     try:
         files = multipart([small_jpeg(photos[2])])
         results, queued_at_signal, late = asyncio.run(load_then_sigterm(srv, files))

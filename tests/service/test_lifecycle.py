@@ -132,3 +132,30 @@ def test_sigterm_drains_without_losing_accepted_requests(tiny_model_dir, jpeg_by
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_thread_budget_is_split_among_workers(tmp_path):
+    from service.settings import cgroup_cpu_quota, usable_cpus
+
+    s = Settings(model="m", inference_threads=4)
+    assert (s.thread_budget(), s.threads_per_worker(2), s.threads_per_worker(1), s.threads_per_worker(8)) == (
+        4,
+        2,
+        4,
+        1,
+    )
+    auto = Settings(model="m")
+    assert auto.threads_per_worker(1) == 0  # one worker, nothing set: the library's own default
+    assert auto.threads_per_worker(2) == max(1, usable_cpus() // 2)
+    # a container's CPU limit (cgroup v2, then v1) caps the count the affinity mask shows
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1) == 2.0
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(v1) is None and cgroup_cpu_quota(tmp_path / "missing") is None
