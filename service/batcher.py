@@ -1,12 +1,15 @@
 """The dynamic batcher: ONE asyncio task owns the queue; callers get one Future per image.
 
 Routes call :meth:`Batcher.submit` (admission control happens right there: a full queue raises
-:class:`Overloaded` at once). The task takes whatever is queued, up to ``max_batch_size``
-(after waiting up to ``max_wait_ms`` for company when that is set), stacks and normalises it
-in the preparation pool, and hands it to one of ``workers`` inference threads. While the workers
-are busy, the next batch is taken and normalised; when one finishes, that batch is topped up
-with anything that arrived meanwhile and starts. Items whose client left (future cancelled) are skipped. A failing batch
-fails only its own futures; a fatal device error latches :attr:`fatal` (``/ready`` then 503).
+:class:`Overloaded` at once). The task takes whatever is queued, up to ``max_batch_size`` (or the
+smaller cap :meth:`probe_batch_size` found), after waiting up to ``max_wait_ms`` for company when
+that is set, and hands it to one of ``workers`` inference threads, which stacks and normalises
+it and runs it. While every worker is busy, the next batch is taken and normalised in the
+preparation thread; when one finishes, that batch is topped up with anything that arrived
+meanwhile and starts. With several CPU workers (``backend.wide``) a batch that finds them all
+idle is split over them, and a lone image runs on all threads (:meth:`_plan`). Items whose client
+left (future cancelled) are skipped. A failing batch fails only its own futures; a fatal device
+error latches :attr:`fatal` (``/ready`` then 503).
 """
 
 from __future__ import annotations
@@ -201,8 +204,11 @@ class Batcher:
         running: dict[asyncio.Task[None], bool] = {}  # each batch in flight -> whether it runs wide
         try:
             while (items := await self._collect()) is not None:
-                batch = await self._prepare(items)
-                # Wait while every worker is busy, or a wide batch holds all the CPUs (_infer never raises).
+                batch: np.ndarray | None = None  # with a worker free, it stacks and normalises the batch itself
+                # Wait while every worker is busy, or a wide batch holds all the CPUs (_infer never raises),
+                # preparing this batch meanwhile.
+                if running and (len(running) >= self.workers or any(running.values())):
+                    batch = await self._prepare(items)
                 while running and (len(running) >= self.workers or any(running.values())):
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -214,7 +220,9 @@ class Batcher:
             if running:
                 await asyncio.wait(running)
 
-    def _plan(self, items: list[_Item], batch: np.ndarray, busy: int) -> list[tuple[list[_Item], np.ndarray, bool]]:
+    def _plan(
+        self, items: list[_Item], batch: np.ndarray | None, busy: int
+    ) -> list[tuple[list[_Item], np.ndarray | None, bool]]:
         """How a batch runs: whole, unless the backend has a wide mode (several CPU workers). Then a
         lone image with nothing else to do runs wide (all threads: lowest latency), and a batch that
         finds every worker idle is split over them (no thread barriers between them: more images/s
@@ -224,7 +232,8 @@ class Batcher:
         if busy == 0 and len(items) == 1 and not self._queue:
             return [(items, batch, True)]
         parts = np.array_split(np.arange(len(items)), min(self.workers - busy, len(items)))
-        return [([items[k] for k in idx], batch[idx[0] : idx[-1] + 1], False) for idx in parts]
+        rows = (lambda idx: None) if batch is None else (lambda idx: batch[idx[0] : idx[-1] + 1])
+        return [([items[k] for k in idx], rows(idx), False) for idx in parts]
 
     async def _collect(self) -> list[_Item] | None:
         """Wait for at least one live item, then (with ``max_wait``) for a full batch or the deadline."""
@@ -269,32 +278,38 @@ class Batcher:
         self._metrics.queue_depth.set(len(self._queue))
         return taken
 
-    async def _top_up(self, items: list[_Item], batch: np.ndarray) -> tuple[list[_Item], np.ndarray]:
+    async def _top_up(self, items: list[_Item], batch: np.ndarray | None) -> tuple[list[_Item], np.ndarray | None]:
         extra = self._take(self.max_batch - len(items))
-        if not extra:
-            return items, batch
+        if not extra or batch is None:
+            return items + extra, batch
         return items + extra, np.concatenate([batch, await self._prepare(extra)])
 
     def _assemble(self, pixels: list[np.ndarray]) -> np.ndarray:
         batch = np.stack(pixels)  # uint8 [B, S, S, 3]
         return self._normalize(batch) if self._normalize is not None else batch
 
+    def _run(
+        self, pixels: list[np.ndarray], batch: np.ndarray | None, patches: bool, wide: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """In an inference thread: stack and normalise (unless done ahead), then run."""
+        return self.backend.run(self._assemble(pixels) if batch is None else batch, patches, wide)
+
     async def _prepare(self, items: list[_Item]) -> np.ndarray:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._prep_pool, self._assemble, [it.pixels for it in items])
 
-    async def _infer(self, items: list[_Item], batch: np.ndarray, wide: bool = False) -> None:
+    async def _infer(self, items: list[_Item], batch: np.ndarray | None, wide: bool = False) -> None:
         try:
             await self._run_batch(items, batch, wide)
         finally:
             self._taken.difference_update(it.future for it in items)
 
-    async def _run_batch(self, items: list[_Item], batch: np.ndarray, wide: bool) -> None:
+    async def _run_batch(self, items: list[_Item], batch: np.ndarray | None, wide: bool) -> None:
         live = [k for k, it in enumerate(items) if not it.future.cancelled()]
         if not live:
             return
         if len(live) < len(items):
-            items, batch = [items[k] for k in live], batch[live]
+            items, batch = [items[k] for k in live], None if batch is None else batch[live]
         if self.fatal is not None:
             for it in items:
                 it.future.set_exception(NotReady("a fatal inference error latched"))
@@ -303,7 +318,8 @@ class Batcher:
         self._metrics.inference_runs.labels("wide" if wide else "narrow").inc()
         start = time.perf_counter()
         patches = any(it.patches for it in items)
-        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self.backend.run, batch, patches, wide)
+        pixels = [it.pixels for it in items]
+        running = asyncio.get_running_loop().run_in_executor(self._infer_pool, self._run, pixels, batch, patches, wide)
         try:
             pooled, tokens = await asyncio.wait_for(asyncio.shield(running), self.limits.inference_timeout_s)
         except asyncio.TimeoutError:
