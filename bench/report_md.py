@@ -93,7 +93,23 @@ def paired_lines(paired: dict) -> list[str]:
     medians = ", ".join(f"{k} {v:.2f}x" for k, v in paired["median_ratio"].items())
     nobatch = paired.get("median_nobatch_ratio")
     extra = "" if nobatch is None else f" Service with batch 1 / naive (small JPEG): {nobatch:.2f}x."
-    return [*out, "", f"Median service/naive ratio: {medians}.{extra}"]
+    out += ["", f"Median service/naive ratio: {medians}.{extra}"]
+    if paired.get("c1_latency"):
+        out += [
+            "",
+            "Lone requests, each round: the service's c=1 p50 next to the floor measured just before in the "
+            "bench process (the service's `decode_image` on the small photos + one batch-1 forward of its "
+            "backend, medians):",
+            "",
+            "| round | floor ms | service c=1 p50 ms | ratio |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        out += [
+            f"| {x['round']} | {x['floor_ms']:.1f} | {x['service_p50_ms']:.1f} | {x['ratio']:.3f} |"
+            for x in paired["c1_latency"]
+        ]
+        out += ["", f"Median ratio: {paired['median_c1_ratio']:.3f}."]
+    return out
 
 
 def stage_lines(metric_lines: list[str]) -> list[str]:

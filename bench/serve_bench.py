@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,7 +158,12 @@ def bench_paired(model: Path, cfg: BenchConfig, small: list[bytes], large: list[
         ServerProcess([*svc_argv, "--max-batch-size", "1"], log_path=cfg.out / "paired-nobatch.log") as one,
         ServerProcess([str(hf_copy(model))], module="bench.naive_server", log_path=cfg.out / "paired-naive.log") as nv,
     ):
+        floor = lone_image_floor(model, httpx.get(svc.url + "/info", timeout=10).json(), small)
+        latency = []
         for r in range(2 if cfg.quick else 3):
+            floor_ms = floor()  # measured next to the c=1 run it is compared with
+            p50 = load_point(svc, small, 1, cfg)["p50_ms"]
+            latency.append({"round": r, "floor_ms": floor_ms, "service_p50_ms": p50, "ratio": p50 / floor_ms})
             for label, images, servers in (
                 ("small JPEG", small, [("service", svc), ("service, batch 1", one), ("naive", nv)]),
                 ("12 MP JPEG", large, [("service", svc), ("naive", nv)]),
@@ -177,7 +183,33 @@ def bench_paired(model: Path, cfg: BenchConfig, small: list[bytes], large: list[
         "rounds": rounds,
         "median_ratio": medians,
         "median_nobatch_ratio": float(np.median(nobatch)),
+        "c1_latency": latency,
+        "median_c1_ratio": float(np.median([x["ratio"] for x in latency])),
     }
+
+
+def lone_image_floor(model: Path, info: dict, small: list[bytes]) -> Callable[[], float]:
+    """A function measuring, in this process, the least a lone request can cost: the service's own
+    ``decode_image`` on the small photos plus one batch-1 forward of the backend and dtype the
+    service runs (ONNX Runtime with all threads, as its wide session), medians in ms."""
+    from bench.ceiling import ONNX_GRAPHS, onnx_runner, time_forward, torch_runner
+    from jepa.formats.native import read_config
+    from service.decode import DecodeOptions, decode_image
+
+    backend, config = info["backend"], read_config(model)
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8"}[backend["dtype"]]
+    if backend["name"] == "onnxruntime":
+        run = onnx_runner(model / backend.get("graph", ONNX_GRAPHS[dtype]), "cpu")
+    else:
+        run = torch_runner(model, dtype, "cpu")
+    x = np.zeros((1, 3, config.image_size, config.image_size), np.float32)
+    opts = DecodeOptions(config.preprocess, config.image_size, 40_000_000, True)
+
+    def measure() -> float:
+        decode = np.median([time_forward(lambda f=f: decode_image(f, 0, opts), 0.1) for f in small])
+        return 1000 * (time_forward(lambda: run(x), 1.0) + float(decode))
+
+    return measure
 
 
 def decode_costs(model: Path, small: list[bytes], large: list[bytes]) -> dict:
