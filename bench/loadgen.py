@@ -7,8 +7,8 @@ came back with HTTP 200. With ``procs > 1`` the clients are spread over several 
 fast server (a GPU) is not limited by one Python event loop.
 
 Why not an httpx client per request: on the 2-core benchmark machine the load generator shares
-the CPUs with the server it measures, and httpx spent about 1.5 ms of CPU per request building
-and parsing messages (measured with getrusage around a c=16 run), CPU the server then lacked.
+the CPUs with the server it measures, and building and parsing every message with httpx took
+CPU the server then lacked (more per request than the service's own event loop).
 Every request of a run is one of a few fixed messages, so they are encoded once (by httpx's own
 multipart encoder, so the bytes are what a real client sends) and written to the socket; answers
 are read by status line and ``Content-Length`` or chunks (``_read_response``). ``client_cpu_ms``

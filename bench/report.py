@@ -174,9 +174,12 @@ def goals(res: dict) -> list[dict]:
     share = s16["images_s"] / ceil["best_images_s"] if s16 and ceil else None
     goal("service at c=16 / own model-only ceiling", ">= 90%", share, None if share is None else share >= 0.9)
     s1, dec = _point(svc.get("sweep", []), 1), res.get("decode", {}).get("service_decode_ms", {}).get("small")
-    latency = res.get("paired", {}).get("median_c1_ratio")  # measured side by side, preferred
-    if latency is None and s1 and ceil and dec is not None:
-        latency = s1["p50_ms"] / (ceil["batch1_ms"] + dec)
+    # Two estimates: the sweep's c=1 p50 over the ceiling part's floor (measured minutes apart), and
+    # the paired rounds (floor measured just before each c=1 run). The goal takes the larger.
+    ratios = [res.get("paired", {}).get("median_c1_ratio")]
+    if s1 and ceil and dec is not None:
+        ratios.append(s1["p50_ms"] / (ceil["batch1_ms"] + dec))
+    latency = max((r for r in ratios if r is not None), default=None)
     goal("c=1 p50 / (batch-1 forward + decode)", "<= 1.15", latency, None if latency is None else latency <= 1.15)
     outs = svc.get("outputs", {})
     base = outs.get("global (JSON)")
