@@ -17,7 +17,7 @@ PY="${PYTHON:-python}"
 "$PY" - <<'EOF' | tee "$OUT/preflight.txt"
 import importlib.util
 need = ["torch", "numpy", "PIL", "safetensors", "pydantic", "pydantic_settings", "fastapi", "uvicorn",
-        "multipart", "orjson", "prometheus_client", "httpx", "onnxruntime"]
+        "multipart", "orjson", "prometheus_client", "httpx", "onnxruntime", "uvloop", "httptools"]
 missing = [m for m in need if importlib.util.find_spec(m) is None]
 print("missing modules:", ", ".join(missing) or "none")
 try:
