@@ -205,11 +205,9 @@ class Batcher:
         try:
             while (items := await self._collect()) is not None:
                 batch: np.ndarray | None = None  # with a worker free, it stacks and normalises the batch itself
-                # Wait while every worker is busy, or a wide batch holds all the CPUs (_infer never raises),
-                # preparing this batch meanwhile.
-                if running and (len(running) >= self.workers or any(running.values())):
+                if self._all_busy(running):  # prepare this batch meanwhile, then wait (_infer never raises)
                     batch = await self._prepare(items)
-                while running and (len(running) >= self.workers or any(running.values())):
+                while self._all_busy(running):
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         del running[task]
@@ -219,6 +217,10 @@ class Batcher:
         finally:
             if running:
                 await asyncio.wait(running)
+
+    def _all_busy(self, running: dict[asyncio.Task[None], bool]) -> bool:
+        """Every worker runs a batch, or a wide batch holds all the CPUs."""
+        return bool(running) and (len(running) >= self.workers or any(running.values()))
 
     def _plan(
         self, items: list[_Item], batch: np.ndarray | None, busy: int
