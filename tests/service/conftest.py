@@ -61,7 +61,15 @@ class ThreadServer:
 
 
 def settings_for(model: Path | str, **overrides: object) -> Settings:
-    base: dict[str, object] = {"model": str(model), "device": "cpu", "max_batch_size": 8, "jpeg_draft": False}
+    # The start-up batch probe caps batches by this machine's timings; batching tests need the cap
+    # they set, so it is off here (the tests of the probe turn it on).
+    base: dict[str, object] = {
+        "model": str(model),
+        "device": "cpu",
+        "max_batch_size": 8,
+        "jpeg_draft": False,
+        "batch_probe": False,
+    }
     return Settings(**{**base, **overrides})
 
 
@@ -187,8 +195,7 @@ def onnx_only_dir(onnx_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def poison_model_dir(onnx_only_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("poison")
-    for name in ("config.json", "model.onnx"):
-        shutil.copy(onnx_only_dir / name, out / name)
+    shutil.copytree(onnx_only_dir, out, dirs_exist_ok=True)
     add_poison(out / "model.onnx")
     return out
 

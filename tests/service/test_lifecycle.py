@@ -97,7 +97,7 @@ def queue_depth(url: str) -> float:
 
 def test_sigterm_drains_without_losing_accepted_requests(tiny_model_dir, jpeg_bytes):
     proc, url = start_subprocess(["--model", str(tiny_model_dir), "--backend", "torch", "--device", "cpu",
-                                  "--max-wait-ms", "6000", "--max-batch-size", "64",
+                                  "--max-wait-ms", "6000", "--max-batch-size", "64", "--no-batch-probe",
                                   "--shutdown-delay-s", "2"])  # fmt: skip
     try:
         results: list[httpx.Response] = []

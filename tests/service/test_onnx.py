@@ -153,7 +153,7 @@ def test_two_cpu_workers_give_the_same_embeddings(serve, onnx_only_dir, jpeg_byt
         return [r.json()["data"][0]["embedding"] for r in rs]
 
     one = serve(onnx_only_dir, device="cpu", inference_workers=1)
-    two = serve(onnx_only_dir, device="cpu", inference_workers=2, inference_threads=2, max_wait_ms=50)
+    two = serve(onnx_only_dir, device="cpu", inference_workers=2, inference_threads=2, max_wait_ms=50, batch_probe=True)
     info = httpx.get(two.url + "/info").json()
     assert info["backend"]["workers"] == 2 and info["backend"]["threads"] == 1
     assert "1" in info["limits"]["batch_probe_ms_per_image"] and info["limits"]["batch_size_in_use"] >= 1
