@@ -26,6 +26,7 @@ import numpy as np
 from service.settings import usable_cpus
 
 ONNX_GRAPHS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8"}  # service name -> here
 
 
 @dataclass
@@ -87,13 +88,11 @@ def torch_runner(model_dir: str | Path, dtype: str, device: str) -> Callable[[np
 
 
 def onnx_runner(graph: Path, device: str, threads: int = 0) -> Callable[[np.ndarray], object]:
-    import onnxruntime as ort
+    """A session built as the service builds its own (``make_session``, spinning on)."""
+    from service.backends.onnx import make_session
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(graph), options, providers=providers)
+    session = make_session(graph, providers, threads, spin=True)
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.ceiling import SHORT_DTYPE
 from bench.report_md import markdown
 
 __all__ = ["goals", "machine", "markdown", "metric_lines", "min_cosine", "plot", "profile"]
@@ -143,7 +144,7 @@ def matching_ceiling(res: dict) -> dict | None:
     """The ceiling of the backend/dtype the service actually ran (from its /info): the best images/s
     over the thread layouts measured, and the fastest single batch-1 call (one caller, all threads)."""
     backend = res.get("service", {}).get("info", {}).get("backend", {})
-    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8"}.get(backend.get("dtype"), "")
+    dtype = SHORT_DTYPE.get(backend.get("dtype"), "")
     found = [c for c in res.get("ceiling", []) if c["backend"] == backend.get("name") and c["dtype"] == dtype]
     if not found:
         return None

@@ -192,38 +192,41 @@ def lone_image_floor(model: Path, info: dict, small: list[bytes]) -> Callable[[]
     """A function measuring, in this process, the least a lone request can cost: the service's own
     ``decode_image`` on the small photos plus one batch-1 forward of the backend and dtype the
     service runs (ONNX Runtime with all threads, as its wide session), medians in ms."""
-    from bench.ceiling import ONNX_GRAPHS, onnx_runner, time_forward, torch_runner
+    from bench.ceiling import ONNX_GRAPHS, SHORT_DTYPE, onnx_runner, time_forward, torch_runner
     from jepa.formats.native import read_config
-    from service.decode import DecodeOptions, decode_image
 
     backend, config = info["backend"], read_config(model)
-    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8"}[backend["dtype"]]
+    dtype = SHORT_DTYPE[backend["dtype"]]
     if backend["name"] == "onnxruntime":
         run = onnx_runner(model / backend.get("graph", ONNX_GRAPHS[dtype]), "cpu")
     else:
         run = torch_runner(model, dtype, "cpu")
     x = np.zeros((1, 3, config.image_size, config.image_size), np.float32)
-    opts = DecodeOptions(config.preprocess, config.image_size, 40_000_000, True)
 
     def measure() -> float:
-        decode = np.median([time_forward(lambda f=f: decode_image(f, 0, opts), 0.1) for f in small])
-        return 1000 * (time_forward(lambda: run(x), 1.0) + float(decode))
+        decode_ms = float(np.median(decode_ms_per_file(model, small, min_time_s=0.1)))
+        return 1000 * time_forward(lambda: run(x), 1.0) + decode_ms
 
     return measure
 
 
-def decode_costs(model: Path, small: list[bytes], large: list[bytes]) -> dict:
-    """ms per image through the service's own decode path (``service.decode.decode_image``)."""
+def decode_ms_per_file(model: Path, files: list[bytes], min_time_s: float) -> list[float]:
+    """Median ms of the service's own ``decode_image`` (default options) on each file, for ``model``."""
     from bench.ceiling import time_forward
     from jepa.formats.native import read_config
     from service.decode import DecodeOptions, decode_image
 
     config = read_config(model)
     opts = DecodeOptions(config.preprocess, config.image_size, 40_000_000, True)
-    cost = {}
-    for name, files in (("small", small), ("large", large)):
-        cost[name] = 1000 * float(np.mean([time_forward(lambda f=f: decode_image(f, 0, opts), 0.3) for f in files]))
-    return cost
+    return [1000 * time_forward(lambda f=f: decode_image(f, 0, opts), min_time_s) for f in files]
+
+
+def decode_costs(model: Path, small: list[bytes], large: list[bytes]) -> dict:
+    """ms per image through the service's own decode path (``service.decode.decode_image``)."""
+    return {
+        name: float(np.mean(decode_ms_per_file(model, files, min_time_s=0.3)))
+        for name, files in (("small", small), ("large", large))
+    }
 
 
 def run(cfg: BenchConfig) -> dict:

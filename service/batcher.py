@@ -234,8 +234,10 @@ class Batcher:
         if busy == 0 and len(items) == 1 and not self._queue:
             return [(items, batch, True)]
         parts = np.array_split(np.arange(len(items)), min(self.workers - busy, len(items)))
-        rows = (lambda idx: None) if batch is None else (lambda idx: batch[idx[0] : idx[-1] + 1])
-        return [([items[k] for k in idx], rows(idx), False) for idx in parts]
+        # array_split gives contiguous runs: slice (a view), no copy of the batch
+        return [
+            ([items[k] for k in idx], None if batch is None else batch[idx[0] : idx[-1] + 1], False) for idx in parts
+        ]
 
     async def _collect(self) -> list[_Item] | None:
         """Wait for at least one live item, then (with ``max_wait``) for a full batch or the deadline."""

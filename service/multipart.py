@@ -1,8 +1,8 @@
 """Split an in-memory ``multipart/form-data`` body into its parts with python-multipart's parser.
 
 Why not starlette's ``MultiPartParser``: it copies every file into a ``SpooledTemporaryFile`` and
-wraps it in an ``UploadFile`` that must be read back, which cost about half a millisecond of CPU
-per upload here (profiled with yappi at c=16) -- a tenth of the whole per-request overhead. The
+wraps it in an ``UploadFile`` that must be read back, a visible share of the event loop's CPU per
+request in a yappi profile at c=16 (a development measurement, not a repo benchmark). The
 service already holds the body in memory (it enforces ``max_body_bytes`` while reading it), so it
 drives the same low-level parser directly and keeps each part as ``bytes``.
 """

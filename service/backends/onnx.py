@@ -47,12 +47,12 @@ class OnnxBackend:
         cpu = providers == ["CPUExecutionProvider"]
         self.workers = settings.inference_workers or (2 if cpu and settings.thread_budget() >= 2 else 1)
         threads = settings.threads_per_worker(self.workers)
-        self.session = _session(graph, providers, threads, settings.inference_spin)
+        self.session = make_session(graph, providers, threads, settings.inference_spin)
         # Several CPU workers split the threads; a batch that runs alone gets a session with all of them.
         self.wide = cpu and self.workers > 1
         self._wide_session: ort.InferenceSession | None = None
         if self.wide:
-            self._wide_session = _session(graph, providers, settings.thread_budget(), settings.inference_spin)
+            self._wide_session = make_session(graph, providers, settings.thread_budget(), settings.inference_spin)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")
@@ -90,7 +90,8 @@ class OnnxBackend:
         del self.session, self._wide_session
 
 
-def _session(graph: Path, providers: list[str], threads: int, spin: bool) -> ort.InferenceSession:
+def make_session(graph: Path, providers: list[str], threads: int, spin: bool) -> ort.InferenceSession:
+    """An ONNX Runtime session with ``threads`` intra-op threads (0: its default) and spinning on/off."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

@@ -25,7 +25,9 @@ def pick_device(device: str) -> str:
 
 
 class TorchBackend:
-    """Runs the encoder under ``torch.inference_mode`` in the batcher's inference thread."""
+    """Runs the encoder under ``torch.inference_mode`` in the batcher's inference threads."""
+
+    wide = False  # no all-thread mode for lone batches: torch's thread count is per process, not per call
 
     def __init__(self, model: str, settings: Settings, reason: str) -> None:
         self.workers = settings.inference_workers or 1
@@ -47,8 +49,6 @@ class TorchBackend:
                 "workers": self.workers,
             },
         )
-
-    wide = False  # torch's thread count is per process, not per call
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
