@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         "threads (bench/ceiling.py), and HTTP and decode work then delays one batch, not every operator. A "
         "lone image still runs with all threads (docs/BENCHMARKS.md).",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="torch on cuda with one inference worker: run each batch as a CUDA graph captured at "
+        "start-up for batch sizes 1, 2, 4, ... max_batch_size (a batch is padded up to the next size): one "
+        "launch per batch instead of one per operator, so the forward no longer waits on the GIL that HTTP and "
+        "decode hold. ViT-H/14 on an H200: +29% images/s at 64 clients, +51% with 8 images per request "
+        "(docs/BENCHMARKS.md). Not used elsewhere (/info shows the captured sizes when it is).",
+    )
     batch_probe: bool = Field(
         True,
         description="On a CPU, time batches of 1, 2, 4, ... at start-up and cap batches where a bigger one gets "

@@ -3,7 +3,7 @@
 The batcher calls a backend from ``workers`` threads at once (one by default); ONNX
 Runtime sessions and torch modules in inference mode both allow concurrent calls. ``input_kind``
 says whether it wants normalised float32 ``[B, 3, S, S]`` or raw RGB ``uint8 [B, S, S, 3]`` (the
-``model.uint8.onnx`` graph normalises inside).
+torch backend and the ``model.uint8.onnx`` graph normalise on their device).
 """
 
 from __future__ import annotations

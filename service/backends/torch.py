@@ -1,6 +1,9 @@
 """PyTorch backend: ``jepa.load_encoder`` on CPU or CUDA, weights cast to the asked dtype.
 
-Global embedding = mean of the patch tokens computed in float32, exactly as
+It takes raw ``uint8 [B, S, S, 3]`` batches and normalises on the device: on a GPU that moves a
+quarter of the bytes across PCIe and takes the float work off the host's cores, which feed the
+GPU (decode, HTTP) and share one GIL. The arithmetic is ``jepa.preprocess.normalize``'s, in the
+same order and in float32, and the global embedding is the float32 mean of the patch tokens, as
 ``Encoder.embed`` does, so float32 results match ``load_encoder(model).embed(images)``.
 """
 
@@ -11,6 +14,7 @@ import torch
 
 import jepa
 from service.backends.base import BackendInfo
+from service.backends.cuda_graphs import GraphSet, bucket_sizes
 from service.settings import Settings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -38,24 +42,51 @@ class TorchBackend:
         encoder = jepa.load_encoder(model)
         self.config = encoder.config
         self.encoder = encoder.to(device=self.device, dtype=self.dtype).eval()
+        pre = encoder.config.preprocess
+        self._mean = torch.tensor(pre.mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self._std = torch.tensor(pre.std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self._graphs: GraphSet | None = None
+        if settings.cuda_graphs and self.device.type == "cuda" and self.workers == 1:
+            # graphs replay one batch at a time from one shared memory pool: one worker only
+            sizes = bucket_sizes(settings.max_batch_size)
+            self._graphs = GraphSet(self._forward, sizes, self.config.image_size, self.device)
         self.info = BackendInfo(
             name="torch",
             device=str(self.device),
             dtype=settings.dtype,
             reason=reason,
+            input_kind="uint8",
             details={
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "workers": self.workers,
+                "cuda_graphs": self._graphs.sizes if self._graphs is not None else None,
             },
         )
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype, non_blocking=True)  # [B, 3, S, S]
-        tokens = self.encoder(x).float()  # [B, N, D]
-        pooled = tokens.mean(dim=1)  # [B, D]
+        if self._graphs is not None:
+            tokens, pooled = self._graphs.run(batch)
+        else:  # the raw bytes cross to the GPU, not float32
+            tokens, pooled = self._forward(torch.from_numpy(batch).to(self.device))
         return pooled.cpu().numpy(), tokens.cpu().numpy() if patches else None
+
+    def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``[B, S, S, 3]`` on the device -> float32 tokens ``[B, N, D]`` and their mean ``[B, D]``."""
+        tokens = self.encoder(self._normalize(pixels)).float()
+        return tokens, tokens.mean(dim=1)
+
+    def normalize(self, batch: np.ndarray) -> torch.Tensor:
+        """``uint8 [B, S, S, 3]`` on the host -> normalised ``[B, 3, S, S]`` in the model's dtype on its device."""
+        return self._normalize(torch.from_numpy(batch).to(self.device))
+
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        x *= 1.0 / 255.0
+        x -= self._mean
+        x /= self._std
+        return x.to(self.dtype)
 
     def close(self) -> None:
         if self.device.type == "cuda":

@@ -24,6 +24,23 @@ def test_bfloat16_on_cpu(serve, tiny_model_dir, tiny_encoder, jpeg_bytes):
     assert 0 < err < 0.1  # really computed in bfloat16 (not equal), and still close
 
 
+def test_torch_backend_normalises_like_the_shared_preprocess(tiny_model_dir, jpeg_bytes):
+    """The torch backend takes raw uint8 and normalises on its device; in float32 on a CPU that is
+    bit-for-bit ``jepa.preprocess.normalize``, so ``embed`` and the service cannot drift apart."""
+    import torch
+
+    from jepa.preprocess import normalize, prepare_image
+    from service.backends.torch import TorchBackend
+    from service.settings import Settings
+
+    backend = TorchBackend(str(tiny_model_dir), Settings(model="x", device="cpu", dtype="float32"), "test")
+    config = backend.config
+    pixels = np.stack([prepare_image(open_bytes(b), config.preprocess, config.image_size) for b in jpeg_bytes[:3]])
+    ours = backend.normalize(pixels)
+    assert backend.info.input_kind == "uint8" and ours.dtype == torch.float32 and ours.is_contiguous()
+    np.testing.assert_array_equal(ours.numpy(), normalize(pixels, config.preprocess))
+
+
 def cuda_available() -> bool:
     try:
         import torch
@@ -42,6 +59,36 @@ def test_torch_cuda(serve, tiny_model_dir, tiny_encoder, jpeg_bytes, dtype, tol)
     assert info["device"].startswith("cuda") and info["dtype"] == dtype
     ref = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:3]])["global"]
     assert rel_err(embed(srv.url, jpeg_bytes[:3]), ref) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_cuda_graphs_match_eager(serve, tiny_model_dir, jpeg_bytes, dtype):
+    """Replayed graphs give what the eager forward gives, for batches padded up to a captured size
+    (3 -> 4) and for a lone image, patch grids included."""
+    eager = serve(tiny_model_dir, backend="torch", device="cuda", dtype=dtype, max_wait_ms=200, cuda_graphs=False)
+    graphs = serve(tiny_model_dir, backend="torch", device="cuda", dtype=dtype, max_wait_ms=200, cuda_graphs=True)
+    assert httpx.get(graphs.url + "/info").json()["backend"]["cuda_graphs"] == [1, 2, 4, 8]
+    for blobs in (jpeg_bytes[:3], jpeg_bytes[:1]):
+        files = [("image", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(blobs)]
+        url = "/embed?outputs=global,patch"
+        got, ref = (httpx.post(s.url + url, files=files, timeout=60).json() for s in (graphs, eager))
+        for g, r in zip(got["data"], ref["data"], strict=True):
+            assert rel_err(np.array(g["embedding"]), np.array(r["embedding"])) < 1e-3
+            assert rel_err(np.array(g["patch_embeddings"]), np.array(r["patch_embeddings"])) < 1e-3
+
+
+def test_cuda_graphs_only_on_cuda(tiny_model_dir):
+    """On by default, but only where they apply: a CPU torch backend runs eagerly and says so."""
+    from service.backends.cuda_graphs import bucket_sizes
+    from service.backends.torch import TorchBackend
+    from service.settings import Settings
+
+    assert bucket_sizes(8) == [1, 2, 4, 8] and bucket_sizes(48) == [1, 2, 4, 8, 16, 32, 48] and bucket_sizes(1) == [1]
+    settings = Settings(model="x", device="cpu", dtype="float32")
+    assert settings.cuda_graphs
+    assert TorchBackend(str(tiny_model_dir), settings, "test").info.details["cuda_graphs"] is None
 
 
 def ort_cuda_available() -> bool:
