@@ -142,10 +142,13 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             count = len(blobs)
             kind = negotiate(request.headers.get("accept"), options)
             t = time.perf_counter()
-            assert state.decode_options is not None and state.facts is not None
-            pixels = await decode_all(blobs, state.decode_options, state.decode_pool, state.settings.decode_timeout_s)
-            m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
-            results = await wait_or_disconnect(request, batcher.submit(pixels, options.want_patch))
+            decode_options = state.decode_options
+            assert decode_options is not None and state.facts is not None
+            with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
+                pixels = await decode_all(blobs, decode_options, state.decode_pool, state.settings.decode_timeout_s)
+                m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
+                futures = batcher.submit(pixels, options.want_patch)
+            results = await wait_or_disconnect(request, futures)
             t = time.perf_counter()
             if options.want_patch or len(results) > INLINE_ENCODE_MAX:
                 # A patch grid as JSON takes milliseconds per image: keep it off the event loop.

@@ -15,10 +15,11 @@ error latches :attr:`fatal` (``/ready`` then 503).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -73,6 +74,7 @@ class Batcher:
         self._prep_pool = ThreadPoolExecutor(1, thread_name_prefix="jepa-prep")
         self._infer_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="jepa-infer")
         self._taken: set[asyncio.Future[Result]] = set()  # taken from the queue, not yet answered
+        self._reserved = 0  # images admitted by reserve() and still being decoded
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
@@ -85,15 +87,7 @@ class Batcher:
     def submit(self, images: list[np.ndarray], patches: bool = True) -> list[asyncio.Future[Result]]:
         """Queue ``images`` (uint8 ``[S, S, 3]`` each); raises at once when they cannot be admitted.
         With ``patches=False`` their results carry no patch grid (``None``)."""
-        if self.fatal is not None:
-            raise NotReady(f"a fatal inference error latched: {type(self.fatal).__name__}")
-        if self._closing or self._task is None or self._task.done():
-            raise NotReady("the server is shutting down", headers=self._retry_after())
-        if len(self._queue) + len(images) > self.limits.max_queue:
-            raise Overloaded(
-                f"queue full ({len(self._queue)} of {self.limits.max_queue} images waiting); retry later",
-                headers=self._retry_after(),
-            )
+        self._admit(len(images))
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Result]] = []
         for pixels in images:
@@ -103,6 +97,31 @@ class Batcher:
         self._metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
         return futures
+
+    @contextlib.contextmanager
+    def reserve(self, n: int) -> Iterator[None]:
+        """Hold room in the queue for ``n`` images while they are decoded, or raise at once: a
+        request the queue cannot take is refused before any CPU is spent decoding it (under
+        overload, refused requests that were decoded first took the cores the accepted ones
+        needed). :meth:`submit` the images inside the block."""
+        self._admit(n, also_waiting=self._reserved)
+        self._reserved += n
+        try:
+            yield
+        finally:
+            self._reserved -= n
+
+    def _admit(self, n: int, also_waiting: int = 0) -> None:
+        if self.fatal is not None:
+            raise NotReady(f"a fatal inference error latched: {type(self.fatal).__name__}")
+        if self._closing or self._task is None or self._task.done():
+            raise NotReady("the server is shutting down", headers=self._retry_after())
+        waiting = len(self._queue) + also_waiting
+        if waiting + n > self.limits.max_queue:
+            raise Overloaded(
+                f"queue full ({waiting} of {self.limits.max_queue} images waiting or being decoded); retry later",
+                headers=self._retry_after(),
+            )
 
     @property
     def queued(self) -> int:

@@ -7,6 +7,7 @@ uint8 ``[B, S, S, 3]``) normalises inside, so the batcher only stacks raw pixels
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from jepa.formats.native import read_config
 from service.backends.base import BackendInfo
 from service.settings import Settings
 
+log = logging.getLogger("service")
 OUTPUTS = ("global_embedding", "patch_embeddings")
 
 
@@ -45,6 +47,8 @@ class OnnxBackend:
         self.config = read_config(graph.parent)
         providers = pick_providers(settings.device, settings.tensorrt)
         cpu = providers == ["CPUExecutionProvider"]
+        if not cpu:
+            preload_cuda_libraries()
         self.workers = settings.inference_workers or (2 if cpu and settings.thread_budget() >= 2 else 1)
         threads = settings.threads_per_worker(self.workers)
         self.session = make_session(graph, providers, threads, settings.inference_spin)
@@ -62,6 +66,13 @@ class OnnxBackend:
             raise CheckpointError(graph, f"outputs {sorted(outputs)} lack {sorted(set(OUTPUTS) - outputs)}")
         uint8 = inputs[0].type == "tensor(uint8)"
         active = self.session.get_providers()
+        if not cpu and active[0] == "CPUExecutionProvider":
+            # ONNX Runtime falls back to the CPU with only a log line when the CUDA libraries fail to
+            # load; a GPU deployment silently serving from the CPU is worse than not starting.
+            raise RuntimeError(
+                f"onnxruntime {ort.__version__} could not start {providers[0]} (active: {active}): the CUDA "
+                "and cuDNN libraries it was built for are missing or failed to load (see the log above)"
+            )
         self.info = BackendInfo(
             name="onnxruntime",
             device="cpu" if active[0] == "CPUExecutionProvider" else "cuda",
@@ -88,6 +99,20 @@ class OnnxBackend:
 
     def close(self) -> None:
         del self.session, self._wide_session
+
+
+def preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that pip's ``nvidia-*`` wheels (or torch) installed, so the
+    CUDA provider finds them without ``LD_LIBRARY_PATH``: this backend never imports torch, which
+    would otherwise have loaded them. Where they live on the library path already, this finds
+    nothing new and the provider loads them itself."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # best effort: the session's own loading decides, and reports, below
+        log.warning("onnxruntime.preload_dlls failed: %s", e)
 
 
 def make_session(graph: Path, providers: list[str], threads: int, spin: bool) -> ort.InferenceSession:

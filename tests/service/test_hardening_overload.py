@@ -57,3 +57,16 @@ def test_excess_gets_503_with_retry_after_and_accepted_succeed(server, jpeg_byte
     assert httpx.get(server.url + "/ready", timeout=10).status_code == 200
     # Once the burst is over, a request is accepted again.
     assert httpx.post(server.url + "/embed", files=files, timeout=60).status_code == 200
+
+
+def test_refused_before_decoding(server, jpeg_bytes) -> None:
+    """Room is reserved before a request is decoded, so a refused request costs no decode: the
+    burst's 503s add nothing to the decode count (which only admitted requests increase)."""
+    decoded = metric_matching(server.url, "jepa_stage_seconds_count", 'stage="decode"')
+    ok = metric_matching(server.url, "jepa_requests_total", 'outcome="ok"')
+    results = asyncio.run(burst(server.url, multipart(jpeg_bytes[:4])))
+    codes = [code for code, _, _, _ in results]
+    assert codes.count(503) >= CLIENTS // 2, codes
+    accepted = metric_matching(server.url, "jepa_requests_total", 'outcome="ok"') - ok
+    assert accepted == codes.count(200)
+    assert metric_matching(server.url, "jepa_stage_seconds_count", 'stage="decode"') - decoded == accepted
