@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU benchmark (about 3 minutes on an H100/H200): ViT-H/14 random weights, model-only ceiling
-# (torch bf16/fp16 at batch 1/8/32/64) vs the service (torch, cuda, bf16) at concurrency 64 with real
-# JPEGs, against the card's measured bf16 matmul rate. Results: OUT/results.md and OUT/results.json.
+# The GPU benchmark (about 5 minutes on an H200): ViT-H/14 random weights, model-only ceiling
+# (torch bf16/fp16 at batch 1/8/32/64, ONNX Runtime CUDA fp16 when onnxruntime-gpu is installed) vs
+# the service at concurrency 64 with real JPEGs (torch with CUDA graphs, eager torch, ONNX Runtime),
+# against the card's measured bf16 matmul rate. Results: OUT/results.md and OUT/results.json.
 #
-#   bench/gpu.sh OUT [extra flags for python -m bench.gpu_bench]
+#   bench/gpu.sh OUT [extra flags for python -m bench.gpu_bench, e.g. --variants torch-bf16,ort-fp16]
 #   JEPA_GPU_BENCH_CPU_CHECK=1 bench/gpu.sh /tmp/gpu_check     # the same logic on CPU, tiny model
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,14 @@ PY="${PYTHON:-python}"
 "$PY" - <<'EOF' | tee "$OUT/preflight.txt"
 import importlib.util
 need = ["torch", "numpy", "PIL", "safetensors", "pydantic", "pydantic_settings", "fastapi", "uvicorn",
-        "multipart", "orjson", "prometheus_client", "httpx", "onnxruntime", "uvloop", "httptools"]
+        "multipart", "orjson", "prometheus_client", "httpx", "onnxruntime", "uvloop", "httptools", "onnx"]
 missing = [m for m in need if importlib.util.find_spec(m) is None]
 print("missing modules:", ", ".join(missing) or "none")
+try:
+    import onnxruntime
+    print("onnxruntime", onnxruntime.__version__, "providers:", onnxruntime.get_available_providers())
+except Exception as e:
+    print("onnxruntime:", e)
 try:
     from bench.images import PHOTO_NAMES, photo_dir
     absent = [n for n in PHOTO_NAMES if not (photo_dir() / n).is_file()]
@@ -29,9 +35,10 @@ except Exception as e:
 EOF
 if [[ "${JEPA_GPU_BENCH_CPU_CHECK:-0}" == "1" ]]; then
   set -- --size tiny --patch 16 --device cpu --matmul 512 --batch-sizes 1,4 --min-time 0.3 \
-         --concurrency 8 --client-procs 2 --duration 3 --quick "$@"
+         --concurrency 8 --client-procs 2 --duration 3 --quick --profile 2 \
+         --variants torch-bf16,torch-bf16-2workers,ort-fp16 --full 1 "$@"
 fi
-timeout -k 10 "${JEPA_GPU_BENCH_TIMEOUT:-300}" "$PY" -m bench.gpu_bench "$OUT" "$@"
+timeout -k 10 "${JEPA_GPU_BENCH_TIMEOUT:-480}" "$PY" -m bench.gpu_bench "$OUT" "$@"
 rc=$?
 echo "gpu_bench exit code: $rc" | tee -a "$OUT/results.md"
 exit $rc

@@ -1,10 +1,12 @@
 """The GPU run: ViT-H/14 (random weights) model-only ceiling vs the service, against the card's matmul rate.
 
-Parts, each in its own ``try`` so one failure keeps the others' results: the card's measured bf16
-matmul rate (an ``n^3`` matmul), the model's FLOPs per image, the torch ceiling in bf16 and fp16
-at several batch sizes (and its model FLOP utilisation), ONNX Runtime CUDA if that build is
-installed, and the service (torch backend, cuda, bf16) under concurrency with real JPEGs.
-Results go to ``OUT/results.json`` (after every part) and ``OUT/results.md``.
+Parts (``--parts``), each in its own ``try`` so one failure keeps the others' results: the card's
+measured bf16 matmul rate (an ``n^3`` matmul), the model's FLOPs per image, the torch ceiling in
+bf16 and fp16 at several batch sizes (and its model FLOP utilisation), the service under
+concurrency with real JPEGs in each of ``--variants`` (torch bf16 with CUDA graphs, the
+default, and eager; see :data:`VARIANTS`), and ONNX Runtime CUDA (the fp16 graph: its ceiling, and the service on it)
+when that build is installed. ``--profile S`` records the ``--full`` variants' servers with py-spy for
+S seconds under load. Results go to ``OUT/results.json`` (after every part) and ``OUT/results.md``.
 
     python -m bench.gpu_bench OUT [--size huge --patch 14 --device cuda]   # see bench/gpu.sh
     python -m bench.gpu_bench /tmp/g --size tiny --patch 16 --device cpu --matmul 512 --quick   # CPU check
@@ -15,9 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import subprocess
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 from bench import ceiling as ceiling_mod
@@ -25,6 +30,17 @@ from bench.flops import counted_flops, encoder_flops
 from bench.gpu_report import markdown
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Service configurations to compare, by name: extra flags for ``python -m service``.
+VARIANTS = {
+    "torch-bf16-graphs": "--backend torch --dtype bfloat16 --cuda-graphs",  # the service's default on a GPU
+    "torch-bf16": "--backend torch --dtype bfloat16 --no-cuda-graphs",  # eager: one launch per operator
+    "torch-bf16-2workers": "--backend torch --dtype bfloat16 --inference-workers 2",  # eager (graphs need 1)
+    "torch-bf16-16decode": "--backend torch --dtype bfloat16 --no-cuda-graphs --decode-threads 16",
+    "torch-bf16-wait5": "--backend torch --dtype bfloat16 --no-cuda-graphs --max-wait-ms 5",
+    "ort-fp16": "--backend onnxruntime --dtype float16",
+}
+DEFAULT_VARIANTS = "torch-bf16-graphs,torch-bf16,ort-fp16"  # ort-fp16 runs where onnxruntime-gpu is installed
+PARTS = ("matmul", "model", "ceiling", "service", "onnx")
 
 
 def matmul_rate(device: str, n: int, dtype_name: str = "bf16") -> dict:
@@ -40,16 +56,22 @@ def matmul_rate(device: str, n: int, dtype_name: str = "bf16") -> dict:
 
 
 def make_model_dir(args: argparse.Namespace, root: Path) -> tuple[Path, dict]:
-    """Random-weight encoder (built on the device, so ViT-H initialises quickly) saved as a model dir."""
+    """Random-weight encoder (built on the device, so ViT-H initialises quickly) saved as a model dir.
+    An existing ``root / "model"`` of the same architecture is reused (a second run on a warm machine)."""
     import torch
 
     import jepa
 
+    path = root / "model"
+    info_file = root / "model_info.json"
+    if info_file.is_file() and (info := json.loads(info_file.read_text())).get("key") == _model_key(args):
+        return path, {**info, "reused": True}
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(args.device):
         model = jepa.build_encoder(args.size, patch_size=args.patch, image_size=args.image_size)
     info = {
+        "key": _model_key(args),
         "size": args.size,
         "patch": args.patch,
         "image_size": args.image_size,
@@ -60,10 +82,15 @@ def make_model_dir(args: argparse.Namespace, root: Path) -> tuple[Path, dict]:
         info["counted_flops_per_image_g"] = counted_flops(model, args.image_size, args.device) / 1e9
     except Exception as e:  # the counter is a cross-check only
         info["counted_flops_error"] = repr(e)
-    path = jepa.save_model_dir(model.cpu(), root / "model")
+    jepa.save_model_dir(model.cpu(), path)
     info["build_and_save_s"] = time.perf_counter() - t0
+    info_file.write_text(json.dumps(info))
     del model
     return path, info
+
+
+def _model_key(args: argparse.Namespace) -> str:
+    return f"{args.size}/{args.patch}/{args.image_size}"
 
 
 def run_ceilings(model_dir: Path, args: argparse.Namespace) -> list[dict]:
@@ -79,49 +106,91 @@ def run_ceilings(model_dir: Path, args: argparse.Namespace) -> list[dict]:
 
 
 def run_onnx_cuda(model_dir: Path, args: argparse.Namespace) -> dict:
+    """Export the fp16 graph (weights beside it), measure its ONNX Runtime CUDA ceiling, and leave it
+    in the model directory for the ``ort-fp16`` service variant."""
     import onnxruntime as ort
 
     providers = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in providers:
+    if args.device == "cuda" and "CUDAExecutionProvider" not in providers:
         return {"skipped": f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: {providers})"}
     import jepa
     from export.onnx import export_onnx
 
-    export_onnx(jepa.load_encoder(model_dir), model_dir / "model.onnx")
+    graph = model_dir / ceiling_mod.ONNX_GRAPHS["fp16"]
+    t0 = time.perf_counter()
+    if not graph.is_file():
+        export_onnx(jepa.load_encoder(model_dir), graph, dtype="float16")
+    export_s = time.perf_counter() - t0
     res = ceiling_mod.ceilings(
-        model_dir, variants=[("onnxruntime", "fp32")], batch_sizes=[1, 32], device=args.device, min_time_s=args.min_time
+        model_dir,
+        variants=[("onnxruntime", "fp16")],
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+        device=args.device,
+        min_time_s=args.min_time,
     )
-    return {"ceilings": [c.as_dict() for c in res]}
+    if not res:
+        raise RuntimeError(f"no ceiling measured for {graph.name}")
+    return {"onnxruntime": ort.__version__, "export_s": round(export_s, 1), "ceilings": [c.as_dict() for c in res]}
 
 
-def run_service(model_dir: Path, args: argparse.Namespace, out: Path) -> dict:
-    """The real service on loopback under ``--concurrency`` clients sending real JPEGs."""
+def run_service(model_dir: Path, args: argparse.Namespace, out: Path, variant: str, full: bool) -> dict:
+    """The real service on loopback under ``--concurrency`` clients sending real JPEGs. The first
+    ``--full`` variants run every case (and the py-spy profiles); the others the first case only."""
     import httpx
 
     from bench.images import jpegs_at, small_jpegs
     from bench.loadgen import RequestSpec, run_load
     from bench.server_proc import ServerProcess, rss_kib
+    from bench.stages import breakdown, scrape
 
-    dtype = DTYPES[args.service_dtype]
-    argv = ["--model", str(model_dir), "--backend", "torch", "--device", args.device, "--dtype", dtype]
+    argv = ["--model", str(model_dir), "--device", args.device, *VARIANTS[variant].split()]
     argv += args.service_args.split()
-    result: dict = {"argv": argv}
-    with ServerProcess(argv, log_path=out / "service.log", ready_timeout_s=args.ready_timeout) as server:
+    result: dict = {"variant": variant, "argv": argv}
+    with ServerProcess(argv, log_path=out / f"service-{variant}.log", ready_timeout_s=args.ready_timeout) as server:
         result["info"] = httpx.get(server.url + "/info", timeout=10).json()
-        cases = [("small JPEG, 1 image/request", small_jpegs(12), 1)]
-        cases.append(("small JPEG, 8 images/request", small_jpegs(12), 8))
-        if not args.quick:
-            cases.append(("3 MP JPEG, 1 image/request", jpegs_at(3.0, 4), 1))
+        small = small_jpegs(12)
+        cases = [("small JPEG, 1 image/request", small, 1, c) for c in args.concurrency[: None if full else 1]]
+        if full:
+            cases.append(("small JPEG, 8 images/request", small, 8, args.concurrency[0]))
+            if not args.quick:
+                cases.append(("3 MP JPEG, 1 image/request", jpegs_at(3.0, 4), 1, args.concurrency[0]))
         runs = []
-        for label, images, per_request in cases:
+        for k, (label, images, per_request, concurrency) in enumerate(cases):
             spec = RequestSpec(server.url + "/embed", images_per_request=per_request)
-            r = run_load(spec, images, args.concurrency, duration_s=args.duration, procs=args.client_procs)
-            runs.append({"case": label, **r.as_dict()})
-            _save_partial(out, {"service_runs_so_far": runs})
+            # the first case: where every thread spends its time; the second: who holds the GIL
+            mode = {0: "idle", 1: "gil"}.get(k) if full else None
+            profiler = _start_profile(server.pid, out / f"pyspy-{variant}-{mode}.txt", mode, args) if mode else None
+            before = scrape(server.url)
+            r = run_load(spec, images, concurrency, duration_s=args.duration, procs=args.client_procs)
+            stages = breakdown(before, scrape(server.url))
+            if profiler is not None:
+                result[f"profile_{mode}"] = _finish_profile(profiler)
+            runs.append({"case": label, **r.as_dict(), "stages": stages})
+            _save_partial(out, {variant: runs})
         result["runs"] = runs
         result["peak_rss_mib"] = rss_kib(server.pid, "VmHWM") / 1024
         result["metrics_excerpt"] = _batch_metrics(httpx.get(server.url + "/metrics", timeout=10).text)
     return result
+
+
+def _start_profile(pid: int, path: Path, mode: str, args: argparse.Namespace) -> subprocess.Popen | None:
+    """py-spy (if installed) sampling the server's threads as collapsed stacks: every thread, idle
+    ones too (``mode="idle"``), or only the thread holding the GIL (``mode="gil"``)."""
+    if not args.profile or shutil.which("py-spy") is None:
+        return None
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(args.profile)), "--rate", "200"]
+    cmd += ["--threads", "--idle" if mode == "idle" else "--gil", "--nonblocking", "--format", "raw"]
+    cmd += ["--output", str(path)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _finish_profile(proc: subprocess.Popen) -> dict:
+    try:
+        output, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return {"returncode": proc.returncode, "output": output.decode(errors="replace")[-1500:]}
 
 
 def _batch_metrics(text: str) -> list[str]:
@@ -146,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    if unknown := parts - set(PARTS):
+        raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from {PARTS}")
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(variants) - set(VARIANTS):
+        raise SystemExit(f"unknown --variants {sorted(unknown)}; choose from {sorted(VARIANTS)}")
     results: dict = {"args": vars(args), "errors": {}}
 
     def part(name: str, fn):
@@ -159,19 +234,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu_bench] {name}: {'ok' if name in results else 'FAILED'} in {results['seconds'][name]}s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="gpu_bench_") as tmp:
+        root = Path(args.model_root or tmp)
+        root.mkdir(parents=True, exist_ok=True)
         part("environment", lambda: environment(args.device))
-        part("matmul", lambda: matmul_rate(args.device, args.matmul))
-        part("model", lambda: make_model_dir(args, Path(tmp))[1])
-        model_dir = Path(tmp) / "model"
+        if "matmul" in parts:
+            part("matmul", lambda: matmul_rate(args.device, args.matmul))
+        part("model", lambda: make_model_dir(args, root)[1])
+        model_dir = root / "model"
         if "model" in results:
-            part("ceiling", lambda: run_ceilings(model_dir, args))
-            if not args.skip_service:
-                part("service", lambda: run_service(model_dir, args, out))
-            if not args.skip_onnx:
+            if "ceiling" in parts:
+                part("ceiling", lambda: run_ceilings(model_dir, args))
+            if "onnx" in parts:
                 part("onnxruntime_cuda", lambda: run_onnx_cuda(model_dir, args))
+            if "service" in parts:
+                for k, variant in enumerate(variants):
+                    if variant.startswith("ort-") and "ceilings" not in results.get("onnxruntime_cuda", {}):
+                        continue  # no ONNX Runtime CUDA here (or its part failed): nothing to serve
+                    run = partial(run_service, model_dir, args, out, variant, k < args.full)
+                    part(f"service:{variant}", run)
     (out / "results.md").write_text(markdown(results))
     print((out / "results.md").read_text())
     return 1 if results["errors"] else 0
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -185,15 +272,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtypes", default="bf16,fp16", help="torch ceiling dtypes")
     p.add_argument("--batch-sizes", default="1,8,32,64")
     p.add_argument("--min-time", type=float, default=1.5, help="seconds per ceiling measurement")
-    p.add_argument("--service-dtype", default="bf16", choices=sorted(DTYPES))
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which of {','.join(PARTS)} to run (the model always)")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--service-args", default="--max-batch-size 64", help="extra flags for python -m service")
-    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--model-root", default="", help="keep the model directory here (reused by a second run)")
+    p.add_argument("--full", type=int, default=2, help="the first N variants run every case, the rest one")
+    p.add_argument("--profile", type=float, default=0.0, help="py-spy seconds on the full variants' first two cases")
+    p.add_argument("--concurrency", type=_ints, default=[64], help="clients; a list (64,256) repeats the first case")
     p.add_argument("--client-procs", type=int, default=4)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per load run")
     p.add_argument("--ready-timeout", type=float, default=180.0)
     p.add_argument("--quick", action="store_true", help="fewer service cases (the CPU check)")
-    p.add_argument("--skip-service", action="store_true")
-    p.add_argument("--skip-onnx", action="store_true")
     return p.parse_args(argv)
 
 

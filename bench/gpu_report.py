@@ -10,7 +10,7 @@ def _ceiling_rows(results: dict) -> list[str]:
         "| backend | dtype | batch | images/s | model TFLOP/s | share of measured matmul rate |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for c in results.get("ceiling", []) + results.get("onnxruntime_cuda", {}).get("ceilings", []):
+    for c in _all_ceilings(results):
         for bs, rate in c["images_s"].items():
             achieved = rate * flops
             share = f"{achieved / peak:.0%}" if peak else "n/a"
@@ -21,24 +21,55 @@ def _ceiling_rows(results: dict) -> list[str]:
     return rows
 
 
+def _all_ceilings(results: dict) -> list[dict]:
+    return results.get("ceiling", []) + results.get("onnxruntime_cuda", {}).get("ceilings", [])
+
+
+def _service_ceiling(results: dict, svc: dict) -> tuple[str, float | None]:
+    """The model-only ceiling of the backend and dtype the service ran (from its /info)."""
+    from bench.ceiling import SHORT_DTYPE
+
+    backend = svc.get("info", {}).get("backend", {})
+    name, dtype = backend.get("name", "?"), SHORT_DTYPE.get(backend.get("dtype", ""), "?")
+    match = [c for c in _all_ceilings(results) if c["backend"] == name and c["dtype"] == dtype]
+    return f"{name} {dtype}", (match[0]["best_images_s"] if match else None)
+
+
+STAGE_COLUMNS = ("batch_size", "handler_ms", "decode_ms", "queue_ms", "inference_ms")
+
+
+def _stage(run: dict, key: str) -> str:
+    value = run.get("stages", {}).get(key)
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def _service_rows(results: dict) -> list[str]:
-    svc = results.get("service", {})
-    dtype = results.get("args", {}).get("service_dtype", "bf16")
-    ceil = [c for c in results.get("ceiling", []) if c["dtype"] == dtype]
-    best = ceil[0]["best_images_s"] if ceil else None
     rows = [
-        f"Service argv: `{' '.join(svc.get('argv', []))}`; peak RSS {svc.get('peak_rss_mib', float('nan')):.0f} MiB.",
-        "",
-        f"| case | concurrency | images/s | share of {dtype} ceiling | p50 ms | p95 ms | p99 ms | 503s | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | case | concurrency | images/s | share of its ceiling | p50 ms | p95 ms | p99 ms | 503s | errors "
+        "| images/batch | handler ms | decode ms | queue ms | inference ms/batch |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in svc.get("runs", []):
-        share = f"{r['images_s'] / best:.0%}" if best else "n/a"
-        rows.append(
-            f"| {r['case']} | {r['concurrency']} | {r['images_s']:.1f} | {share} | {r['p50_ms']:.0f} "
-            f"| {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['rejected']} | {r['errors']} |"
-        )
-    return rows
+    notes = []
+    for key, svc in results.items():
+        if not key.startswith("service:"):
+            continue
+        label, best = _service_ceiling(results, svc)
+        notes.append(f"- `{svc['variant']}`: `{' '.join(svc.get('argv', []))}`; peak RSS "
+                     f"{svc.get('peak_rss_mib', float('nan')):.0f} MiB; ceiling: {label}")  # fmt: skip
+        for r in svc.get("runs", []):
+            share = f"{r['images_s'] / best:.0%}" if best else "n/a"
+            rows.append(
+                f"| {svc['variant']} | {r['case']} | {r['concurrency']} | {r['images_s']:.1f} | {share} "
+                f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['rejected']} | {r['errors']} | "
+                + " | ".join(_stage(r, k) for k in STAGE_COLUMNS)
+                + " |"
+            )
+    legend = (
+        "Stage means come from the server's own metrics over each run (bench/stages.py): handler, decode "
+        "ms per request, queue ms per image, inference ms per batch; client p50 minus handler is HTTP "
+        "and the client."
+    )
+    return [*rows, "", legend, "", *notes]
 
 
 def markdown(results: dict) -> str:
@@ -63,7 +94,7 @@ def markdown(results: dict) -> str:
     ]
     if "skipped" in results.get("onnxruntime_cuda", {}):
         lines += [f"ONNX Runtime CUDA: skipped ({results['onnxruntime_cuda']['skipped']}).", ""]
-    if "service" in results:
+    if any(key.startswith("service:") for key in results):
         lines += ["## Service", "", *_service_rows(results), ""]
     if results.get("errors"):
         lines += ["## Parts that failed", ""]
