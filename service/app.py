@@ -20,6 +20,7 @@ from service import auth
 from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions, decode_all
+from service.decode_procs import DecodeProcesses
 from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
@@ -55,6 +56,8 @@ async def start(state: AppState) -> None:
         }
     )
     state.batcher.start()
+    if state.decode_processes is not None:
+        await state.decode_processes.start()
     if s.warmup:
         await state.batcher.warmup()
     if s.batch_probe and backend.info.device == "cpu":
@@ -70,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.resolved_model(),
         Metrics.create(settings.max_batch_size),
         ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode"),
+        DecodeProcesses(settings.decode_processes) if settings.decode_processes else None,
     )
 
     @asynccontextmanager
@@ -82,6 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
             if state.batcher is not None:
                 await state.batcher.close(settings.drain_timeout_s)
             state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            if state.decode_processes is not None:
+                state.decode_processes.shutdown()
 
     app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
     app.state.jepa = state
@@ -145,7 +151,8 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             decode_options = state.decode_options
             assert decode_options is not None and state.facts is not None
             with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                pixels = await decode_all(blobs, decode_options, state.decode_pool, state.settings.decode_timeout_s)
+                decoder = state.decode_processes or state.decode_pool
+                pixels = await decode_all(blobs, decode_options, decoder, state.settings.decode_timeout_s)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = batcher.submit(pixels, options.want_patch)
             results = await wait_or_disconnect(request, futures)
@@ -227,6 +234,7 @@ def describe(state: AppState) -> dict[str, object]:
             "max_body_bytes": s.max_body_bytes,
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
+            "decode_processes": s.decode_processes,
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
         },

@@ -14,9 +14,10 @@ import asyncio
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -80,15 +81,27 @@ def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
             raise InvalidImage(f"image {index} is truncated or corrupt ({type(e).__name__}: {e})", index=index) from e
 
 
+class Decoder(Protocol):
+    """Decodes off the event loop in another process (:class:`service.decode_procs.DecodeProcesses`)."""
+
+    async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray: ...
+
+
 async def decode_all(
-    blobs: Sequence[bytes], options: DecodeOptions, pool: Executor, timeout_s: float
+    blobs: Sequence[bytes], options: DecodeOptions, pool: Executor | Decoder, timeout_s: float
 ) -> list[np.ndarray]:
-    """Decode every image in ``pool``; the first failing index (lowest) fails the whole request."""
+    """Decode every image in ``pool`` (threads, or a :class:`Decoder`); the first failing index
+    (lowest) fails the whole request."""
     loop = asyncio.get_running_loop()
+
+    def start(i: int, blob: bytes) -> Awaitable[np.ndarray]:
+        if isinstance(pool, Executor):
+            return loop.run_in_executor(pool, decode_image, blob, i, options)
+        return pool.decode(blob, i, options)
 
     async def one(i: int, blob: bytes) -> np.ndarray:
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, decode_image, blob, i, options), timeout_s)
+            return await asyncio.wait_for(start(i, blob), timeout_s)
         except asyncio.TimeoutError as e:
             raise InvalidImage(f"image {i} took longer than {timeout_s:g} s to decode", index=i) from e
 

@@ -129,6 +129,15 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="Largest image, in pixels (width x height, read from the header; 413 beyond)."
     )
     decode_threads: int = Field(0, ge=0, description="Threads that decode and resize images; 0 = min(8, CPUs).")
+    decode_processes: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Decode in this many worker processes instead of the decode threads (0 = threads). Each "
+        "process has its own GIL, which the threads share with the event loop and the inference thread; "
+        "worth trying on a host with many cores per GPU. Costs a copy of each file and of its pixels "
+        "between processes, and a few tens of MB per process.",
+    )
     decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
     jpeg_draft: bool = Field(
         True,

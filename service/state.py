@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from service.batcher import Batcher
 from service.decode import DecodeOptions
+from service.decode_procs import DecodeProcesses
 from service.encode import ModelFacts
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
@@ -26,7 +27,8 @@ class AppState:
     settings: Settings
     model_path: str
     metrics: Metrics
-    decode_pool: ThreadPoolExecutor
+    decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
+    decode_processes: DecodeProcesses | None = None
     batcher: Batcher | None = None
     decode_options: DecodeOptions | None = None
     facts: ModelFacts | None = None
