@@ -33,13 +33,15 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Service configurations to compare, by name: extra flags for ``python -m service``.
 VARIANTS = {
     "torch-bf16-graphs": "--backend torch --dtype bfloat16 --cuda-graphs",  # the service's default on a GPU
+    "torch-bf16-graphs-procs8": "--backend torch --dtype bfloat16 --cuda-graphs --decode-processes 8",
     "torch-bf16": "--backend torch --dtype bfloat16 --no-cuda-graphs",  # eager: one launch per operator
     "torch-bf16-2workers": "--backend torch --dtype bfloat16 --inference-workers 2",  # eager (graphs need 1)
     "torch-bf16-16decode": "--backend torch --dtype bfloat16 --no-cuda-graphs --decode-threads 16",
     "torch-bf16-wait5": "--backend torch --dtype bfloat16 --no-cuda-graphs --max-wait-ms 5",
     "ort-fp16": "--backend onnxruntime --dtype float16",
 }
-DEFAULT_VARIANTS = "torch-bf16-graphs,torch-bf16,ort-fp16"  # ort-fp16 runs where onnxruntime-gpu is installed
+# the first two run every case (--full 2); ort-fp16 runs where onnxruntime-gpu is installed
+DEFAULT_VARIANTS = "torch-bf16-graphs,torch-bf16-graphs-procs8,torch-bf16,ort-fp16"
 PARTS = ("matmul", "model", "ceiling", "service", "onnx")
 
 
