@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import ceiling as ceiling_mod
+from bench import pyspy
 from bench.flops import counted_flops, encoder_flops
 from bench.gpu_report import markdown
 
@@ -176,23 +176,20 @@ def run_service(model_dir: Path, args: argparse.Namespace, out: Path, variant: s
 
 
 def _start_profile(pid: int, path: Path, mode: str, args: argparse.Namespace) -> subprocess.Popen | None:
-    """py-spy (if installed) sampling the server's threads as collapsed stacks: every thread, idle
-    ones too (``mode="idle"``), or only the thread holding the GIL (``mode="gil"``)."""
-    if not args.profile or shutil.which("py-spy") is None:
+    """py-spy (if installed) sampling the server's threads: every thread, idle ones too
+    (``mode="idle"``), or only the thread holding the GIL (``mode="gil"``)."""
+    if not args.profile:
         return None
-    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(args.profile)), "--rate", "200"]
-    cmd += ["--threads", "--idle" if mode == "idle" else "--gil", "--nonblocking", "--format", "raw"]
-    cmd += ["--output", str(path)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return pyspy.record(pid, path, args.profile, 200, "--idle" if mode == "idle" else "--gil")
 
 
 def _finish_profile(proc: subprocess.Popen) -> dict:
     try:
-        output, _ = proc.communicate(timeout=30)
+        messages, _ = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        output, _ = proc.communicate()
-    return {"returncode": proc.returncode, "output": output.decode(errors="replace")[-1500:]}
+        messages, _ = proc.communicate()
+    return {"returncode": proc.returncode, "output": messages.decode(errors="replace")[-1500:]}
 
 
 def _batch_metrics(text: str) -> list[str]:

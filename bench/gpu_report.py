@@ -26,13 +26,15 @@ def _all_ceilings(results: dict) -> list[dict]:
 
 
 def _service_ceiling(results: dict, svc: dict) -> tuple[str, float | None]:
-    """The model-only ceiling of the backend and dtype the service ran (from its /info)."""
+    """The model-only ceiling of the backend and dtype the service ran (from its /info), matched as
+    ``serve_bench`` matches it (the best thread layout where several were measured)."""
     from bench.ceiling import SHORT_DTYPE
+    from bench.report import matching_ceiling
 
     backend = svc.get("info", {}).get("backend", {})
-    name, dtype = backend.get("name", "?"), SHORT_DTYPE.get(backend.get("dtype", ""), "?")
-    match = [c for c in _all_ceilings(results) if c["backend"] == name and c["dtype"] == dtype]
-    return f"{name} {dtype}", (match[0]["best_images_s"] if match else None)
+    label = f"{backend.get('name', '?')} {SHORT_DTYPE.get(backend.get('dtype', ''), '?')}"
+    match = matching_ceiling({"service": svc, "ceiling": _all_ceilings(results)})
+    return label, (match["best_images_s"] if match else None)
 
 
 STAGE_COLUMNS = ("batch_size", "handler_ms", "decode_ms", "queue_ms", "inference_ms")

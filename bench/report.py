@@ -6,15 +6,13 @@ import io
 import os
 import platform
 import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from bench import pyspy
 from bench.ceiling import SHORT_DTYPE
 from bench.report_md import markdown
 
@@ -62,25 +60,22 @@ def profile(server, images: list[bytes], concurrency: int, out: Path, duration_s
     and the CPU time each of the server's threads used per image (from /proc, named by py-spy)."""
     from bench.loadgen import RequestSpec, run_load
 
-    spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-    if spy_bin is None:
-        return {"error": "py-spy not found (pip install py-spy, part of the bench extra)"}
     raw = out / "profile.txt"
-    cmd = [spy_bin, "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw), "--threads"]
-    cmd += ["--duration", str(int(duration_s)), "--rate", "100", "--nonblocking"]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    spy = pyspy.record(server.pid, raw, duration_s, 100)
+    if spy is None:
+        return {"error": "py-spy not found (pip install py-spy, part of the bench extra)"}
     before = thread_cpu_s(server.pid)
     load = run_load(RequestSpec(server.url + "/embed"), images, concurrency, duration_s=duration_s - 1).as_dict()
     used = {tid: t - before.get(tid, 0.0) for tid, t in thread_cpu_s(server.pid).items()}
-    _, err = spy.communicate(timeout=duration_s + 60)
+    messages, _ = spy.communicate(timeout=duration_s + 60)
     if spy.returncode != 0 or not raw.is_file():
-        return {"error": f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}"}
+        return {"error": f"py-spy failed ({spy.returncode}): {messages.decode(errors='replace')[-500:]}"}
     text = raw.read_text()
     names = thread_names(text)
     per_thread: Counter[str] = Counter()
     for tid, seconds in used.items():
         name = names.get(tid, "native threads (ONNX Runtime pools)")
-        per_thread[name.rstrip("0123456789").rstrip("_")] += seconds
+        per_thread[pyspy.thread_group(name)] += seconds
     images_done = load["ok"]
     cpu_ms = {k: 1000 * v / images_done for k, v in per_thread.most_common() if v > 0} if images_done else {}
     return {"load": load, "thread_cpu_ms_per_image": cpu_ms, **summarise_profile(text)}
