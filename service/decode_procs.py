@@ -51,15 +51,13 @@ class DecodeProcesses:
 
     async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        for attempt in range(2):
+        for _ in range(2):
             pool = self._pool
             try:
                 return await loop.run_in_executor(pool, decode_image, data, index, options)
             except BrokenProcessPool:
                 self._replace(pool)
-                if attempt:
-                    raise InvalidImage(f"image {index} made a decoder process die, twice", index=index) from None
-        raise AssertionError("unreachable")
+        raise InvalidImage(f"image {index} made a decoder process die, twice", index=index)
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:  # the first image to notice replaces it; the others just retry
