@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepa.errors import JepaError
-from jepa.vit import Encoder, init_weights, last4_pool, mean_pool
+from jepa.heads import embed_tensors
+from jepa.vit import Encoder, init_weights
 from training.data import DataError, load_eval_arrays, normalize
 
 
@@ -46,8 +47,8 @@ def embed(encoder: Encoder, images: np.ndarray, pool: str, device: torch.device,
     for i in range(0, len(images), batch):
         x = normalize(torch.from_numpy(images[i : i + batch]).to(device), pre.mean, pre.std)
         with amp:
-            feats = mean_pool(encoder(x)) if pool == "mean" else last4_pool(encoder, x)
-        out.append(feats.float())
+            result = embed_tensors(encoder, x, frozenset({"global" if pool == "mean" else "multilayer"}))
+        out.append(result.global_embedding if pool == "mean" else result.multilayer_embedding)
     return torch.cat(out)
 
 

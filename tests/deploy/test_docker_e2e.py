@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.deploy.helpers import DEPLOY, REPO
 
 pytestmark = pytest.mark.docker
 

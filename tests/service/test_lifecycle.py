@@ -14,7 +14,7 @@ import pytest
 
 from service.__main__ import parse_settings
 from service.settings import DEFAULT_MODEL_DIR, Settings
-from tests.service.conftest import REPO, start_subprocess
+from tests.service.helpers import REPO, start_subprocess
 
 
 def test_cli_flags_and_env_map_to_settings(monkeypatch):
