@@ -85,4 +85,3 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(path, f"expected a JSON object, found {type(data).__name__}")
     return data
-

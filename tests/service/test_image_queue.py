@@ -37,9 +37,8 @@ def test_full_queue_refuses_at_once_and_reservations_count(loop):
     with pytest.raises(Overloaded, match="3 of 4") as info:
         queue.admit(2)
     assert info.value.headers == {"Retry-After": "7"}
-    with queue.reserve(1), pytest.raises(Overloaded):
-        with queue.reserve(1):  # 3 queued + 1 being decoded: no room for another
-            pass
+    with queue.reserve(1), pytest.raises(Overloaded), queue.reserve(1):  # 3 queued + 1 decoding: no room
+        pass
     with queue.reserve(1):  # the reservation ended: room again
         pass
 
