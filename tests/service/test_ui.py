@@ -358,6 +358,43 @@ def test_a_file_that_is_not_an_image_shows_the_servers_message(browser, serve, t
     assert alert.is_displayed() and "image 1" in alert.text
 
 
+def drop_files(driver, paths: list[Path]) -> None:
+    """Drop files on the drop zone as a desktop would (a DragEvent carrying a DataTransfer)."""
+    files = [[p.name, base64.b64encode(p.read_bytes()).decode()] for p in paths]
+    driver.execute_script(
+        "const dt = new DataTransfer();"
+        "for (const [name, b64] of arguments[0]) {"
+        "  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));"
+        "  dt.items.add(new File([bytes], name)); }"
+        "document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));",
+        files,
+    )
+    wait_for(driver, "window.__jepaUi.status === 'ready'")
+
+
+def test_keyboard_reaches_the_picker_and_every_map(browser, serve, tiny_model_dir: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    server = serve(tiny_model_dir)
+    open_page(browser, server.url)
+    upload(browser, photo_paths(("astronaut.png", "chelsea.png")))
+    browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    visited = []
+    for _ in range(5):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        visited.append(browser.execute_script(
+            "const e = document.activeElement; return e.id || e.className + ' ' + (e.dataset.image ?? '')"
+        ))  # fmt: skip
+    assert visited == ["files", "box view 0", "box map 0", "box view 1", "box map 1"], visited
+    assert page_state(browser)["heat"]["image"] == 1  # focusing a map picks its first patch
+    ActionChains(browser).send_keys(Keys.ARROW_DOWN).perform()
+    heat = page_state(browser)["heat"]
+    assert (heat["image"], heat["row"], heat["col"]) == (1, 1, 0)
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    assert page_state(browser)["heat"] is None
+
+
 def test_readable_on_a_phone(browser, serve, tiny_model_dir: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -365,7 +402,8 @@ def test_readable_on_a_phone(browser, serve, tiny_model_dir: Path) -> None:
     browser.set_window_size(390, 844)
     try:
         open_page(browser, server.url)
-        upload(browser, photo_paths(("astronaut.png", "coffee.png", "chelsea.png")))
+        drop_files(browser, photo_paths(("astronaut.png", "coffee.png", "chelsea.png")))
+        assert page_state(browser)["count"] == 3
         width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"the page scrolls sideways on a phone: {width}"
         for canvas in browser.find_elements(By.CSS_SELECTOR, "canvas.pca, canvas.photo"):

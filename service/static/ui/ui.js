@@ -159,7 +159,7 @@ function mapBox(kind, image, label) {
   box.addEventListener("pointermove", (e) => e.pointerType === "mouse" && pointAt(box, e));
   box.addEventListener("click", (e) => pointAt(box, e));
   box.addEventListener("keydown", (e) => keyAt(box, e));
-  box.addEventListener("focus", () => !shown.query && setQuery(image, 0));
+  box.addEventListener("focus", () => shown.query?.image !== image && setQuery(image, 0)); // keyboard: start here
   return box;
 }
 
