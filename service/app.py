@@ -27,6 +27,7 @@ from service.runtime import Runtime, start
 from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
 from service.state import AppState
+from service.ui import install_ui
 
 log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
@@ -56,6 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.jepa = state
     install_handlers(app)
     add_routes(app, state)
+    if settings.ui:
+        install_ui(app)
     return app
 
 

@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         "long to finish before the server exits.",
     )
     warmup: bool = Field(True, description="Run one full batch before /ready says yes.")
+    # -- the page --
+    ui: bool = Field(
+        True,
+        description="Serve the embedding viewer page at /ui (and redirect / to it): static files that call "
+        "/info and /embed from the browser. --no-ui leaves both routes out (404).",
+    )
 
     @field_validator("url_allowlist", mode="before")
     @classmethod

@@ -166,6 +166,16 @@ def test_healthcheck_reports_healthy_and_metrics_are_served(stack: Stack) -> Non
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
 
 
+def test_the_image_serves_the_viewer_page(stack: Stack) -> None:
+    """The page's static files are package data in the wheel the image installs (service/ui.py)."""
+    import httpx
+
+    _wait_ready(stack)
+    for path, media in [("/ui", "text/html"), ("/ui/ui.js", "text/javascript"), ("/ui/math.js", "text/javascript")]:
+        response = httpx.get(stack.url + path, timeout=10)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(media), path
+
+
 def test_compose_stop_drains_and_exits_cleanly(stack: Stack) -> None:
     _wait_ready(stack)
     stack.compose("stop", "--timeout", "60")
