@@ -27,8 +27,6 @@ from jepa.formats.native import sha256_file
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
-
 
 def cache_root() -> Path:
     """``$JEPA_CACHE``, else ``$HF_HOME/jepa`` (huggingface_hub's idea of HF_HOME, read when called)."""
@@ -55,9 +53,10 @@ def fetch_url(url: str, *, sha256: str | None = None, offline: bool = False, roo
         return final
     if offline:
         raise ModelSourceError(
-            f"{url} is not in the download cache and offline mode is on (HF_HUB_OFFLINE=1). Download it where the "
+            url,
+            f"not in the download cache and offline mode is on (HF_HUB_OFFLINE=1). Download it where the "
             f"network is reachable (`python -m jepa download {url}`, or any HTTP client) and put it at {final} "
-            "(set JEPA_CACHE or HF_HOME to use another cache), or pass the file as --model PATH."
+            "(set JEPA_CACHE or HF_HOME to use another cache), or pass the file as --model PATH.",
         )
     from filelock import FileLock
 
@@ -86,18 +85,19 @@ def _download(url: str, final: Path, sha256: str | None, progress: bool, timeout
     except httpx.HTTPError as e:
         kept = part.stat().st_size if part.exists() else 0
         raise ModelSourceError(
-            f"downloading {url} failed ({type(e).__name__}: {e}); {kept} bytes kept in {part}, the next run "
+            url,
+            f"download failed ({type(e).__name__}: {e}); {kept} bytes kept in {part}, the next run "
             f"resumes there. Without network here: download the file elsewhere and put it at {final}, or pass "
-            "it as --model PATH."
+            "it as --model PATH.",
         ) from e
     size = part.stat().st_size
     if total is not None and size != total:
         part.unlink()
-        raise ModelSourceError(f"{url}: got {size} bytes, the server announced {total}; deleted {part}, run again")
+        raise ModelSourceError(url, f"got {size} bytes, the server announced {total}; deleted {part}, run again")
     actual = sha256_file(part)
     if sha256 is not None and actual != sha256:
         part.unlink()
-        raise ModelSourceError(f"{url}: sha256 {actual} does not match the pinned {sha256}; deleted the download")
+        raise ModelSourceError(url, f"sha256 {actual} does not match the pinned {sha256}; deleted the download")
     if sha256 is None:
         log.warning("%s: no published checksum to check; recorded its sha256 %s in %s.json", url, actual, final.name)
     record = {"url": url, "size": size, "sha256": actual, "pinned": sha256 is not None, "downloaded_at": time.time()}
@@ -118,14 +118,14 @@ def _stream_to_part(url: str, part: Path, progress: bool, timeout_s: float) -> i
             part.unlink()
             return _stream_to_part(url, part, progress, timeout_s)
         if r.status_code not in (200, 206):
-            raise ModelSourceError(f"{url}: HTTP {r.status_code} {r.reason_phrase}; check the URL")
+            raise ModelSourceError(url, f"HTTP {r.status_code} {r.reason_phrase}; check the URL")
         resumed = r.status_code == 206
         total = _announced_total(r, have if resumed else 0)
         mode = "ab" if resumed else "wb"
         with part.open(mode) as f, tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
                                         desc=part.name.removesuffix(".part"), file=sys.stderr,
                                         disable=not progress) as bar:  # fmt: skip
-            for chunk in r.iter_bytes(CHUNK):
+            for chunk in r.iter_bytes():  # as it arrives: a broken transfer keeps every byte received
                 f.write(chunk)
                 bar.update(len(chunk))
     return total

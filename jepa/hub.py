@@ -68,7 +68,7 @@ def resolve(
     if offline is None:
         from huggingface_hub import constants
 
-        offline = constants.is_offline_mode()
+        offline = constants.HF_HUB_OFFLINE
     entry = catalogue.find(text)
     if text.startswith(("http://", "https://")):
         from jepa import download
@@ -86,9 +86,10 @@ def split_repo_id(text: str) -> tuple[str, str | None]:
     if not _REPO_ID.match(repo) or ".." in repo or (at and not revision):
         names = ", ".join(e.name for e in catalogue.CATALOGUE)
         raise ModelSourceError(
-            f"{text} does not exist as a file or directory, and is not a catalogue name ({names}), "
+            text,
+            f"no such file or directory (it does not exist), and not a catalogue name ({names}), "
             "a Hugging Face Hub id (org/name or org/name@revision) or an http(s) URL; "
-            "`python -m jepa models` lists the published encoders"
+            "`python -m jepa models` lists the published encoders",
         )
     return repo, revision or None
 
@@ -129,25 +130,23 @@ def hub_error(e: Exception, where: str, repo: str, cache: Path, endpoint: str, o
         f"({cache}; set HF_HOME or HF_HUB_CACHE to use another), or pass the downloaded directory as --model PATH."
     )
     if isinstance(e, GatedRepoError):
-        what = f"{where} is gated on {endpoint}: accept its terms on the Hub and set HF_TOKEN"
-    elif isinstance(e, RepositoryNotFoundError):
-        what = (
-            f"{where}: no such Hub repository on {endpoint} (or it is private: set HF_TOKEN), "
-            "and no local file or directory of that name"
-        )
-    elif isinstance(e, RevisionNotFoundError):
-        what = f"{where}: the repository has no such revision on {endpoint}"
-    elif isinstance(e, LocalEntryNotFoundError):
-        mode = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"the Hub at {endpoint} cannot be reached"
-        what = f"{where} is not in the Hub cache {cache} (or only partly) and {mode}"
-        return ModelSourceError(f"{what}. {remedy}")
-    else:
-        what = f"downloading {where} from {endpoint} failed ({type(e).__name__}: {_first_line(e)})"
+        return ModelSourceError(where, f"gated on {endpoint}: accept its terms on the Hub and set HF_TOKEN")
+    if isinstance(e, RepositoryNotFoundError):
         return ModelSourceError(
-            f"{what}; no partial file was kept. Run the command again (files already complete are not fetched "
-            f"again), or: {remedy}"
+            where,
+            f"no such Hub repository on {endpoint} (or it is private: set HF_TOKEN), "
+            "and no local file or directory of that name",
         )
-    return ModelSourceError(what + ".")
+    if isinstance(e, RevisionNotFoundError):
+        return ModelSourceError(where, f"the repository has no such revision on {endpoint}")
+    if isinstance(e, LocalEntryNotFoundError):
+        mode = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"the Hub at {endpoint} cannot be reached"
+        return ModelSourceError(where, f"not in the Hub cache {cache} (or only partly) and {mode}. {remedy}")
+    return ModelSourceError(
+        where,
+        f"download from {endpoint} failed ({type(e).__name__}: {_first_line(e)}); no partial file was kept. "
+        f"Run the command again (files already complete are not fetched again), or: {remedy}",
+    )
 
 
 def verify_snapshot(snapshot: Path, where: str) -> None:
@@ -156,8 +155,9 @@ def verify_snapshot(snapshot: Path, where: str) -> None:
     has_weights = "model.safetensors" in names or "model.safetensors.index.json" in names
     if "config.json" not in names or not has_weights:
         raise ModelSourceError(
-            f"{where}: the repository has no config.json and model.safetensors "
-            f"(fetched: {', '.join(names) or 'nothing'}); not an encoder this project loads"
+            where,
+            "the repository has no config.json and model.safetensors "
+            f"(fetched: {', '.join(names) or 'nothing'}); not an encoder this project loads",
         )
     for name in names:
         verify_blob(snapshot / name, where)
@@ -186,8 +186,9 @@ def verify_blob(pointer: Path, where: str) -> None:
         pointer.unlink(missing_ok=True)
         kind = "sha256" if len(etag) == 64 else "git blob sha1"
         raise ModelSourceError(
-            f"{where}: {pointer.name} is corrupt ({kind} {actual}, the Hub names {etag}); deleted it, "
-            "run the command again to download it anew"
+            where,
+            f"{pointer.name} is corrupt ({kind} {actual}, the Hub names {etag}); deleted it, "
+            "run the command again to download it anew",
         )
     try:
         marker.parent.mkdir(exist_ok=True)

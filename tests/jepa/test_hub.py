@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize
-from hub_standin import StandIn
 
 import jepa
 from jepa import ModelSourceError
 from jepa.formats import load
 from jepa.hub import HUB_FILES, resolve
+from tests.jepa.conftest import randomize
+from tests.jepa.hub_standin import StandIn
 
 transformers = pytest.importorskip("transformers")
 
@@ -116,7 +116,7 @@ def test_repository_without_encoder_files_is_refused(hub, tmp_path):
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
 def test_truncated_download_is_never_kept(hub, tmp_path, name):
     hub.faults[f"{REPO_ID}/{name}"] = "truncate"
-    with pytest.raises(ModelSourceError, match=rf"downloading {REPO_ID} from .* failed \(OSError: Consistency "
+    with pytest.raises(ModelSourceError, match=rf"^{REPO_ID}: download from .* failed \(OSError: Consistency "
                        r"check failed.*no partial file was kept"):  # fmt: skip
         fetch(hub, tmp_path)
     assert not [b for b in blobs(tmp_path) if b.endswith(".incomplete")]
@@ -169,7 +169,7 @@ def test_offline_or_unreachable_without_cache_says_what_to_download_and_where(hu
         with pytest.raises(ModelSourceError) as info:
             fetch(hub, cache, offline=offline)
         text = str(info.value)
-        assert f"{REPO_ID} is not in the Hub cache {cache}" in text
+        assert text.startswith(f"{REPO_ID}: not in the Hub cache {cache}"), text
         assert re.search(why, text), text
         assert f"`python -m jepa download {REPO_ID}`" in text and f"copy {folder}/ into" in text
         assert "HF_HOME" in text and "--model PATH" in text
@@ -196,7 +196,9 @@ def test_file_corrupted_in_the_cache_is_not_served(hub, tmp_path):
 
 def test_not_a_name_at_all(tmp_path):
     for bad in ("./missing/dir/x", "a/b/c", "org/name@", "/abs/path/nope"):
-        with pytest.raises(ModelSourceError, match=r"does not exist as a file or directory, and is not a catalogue"):
+        with pytest.raises(
+            ModelSourceError, match=r": no such file or directory \(it does not exist\), and not a catalogue"
+        ):
             resolve(bad, cache_dir=tmp_path, offline=True)
 
 
@@ -251,3 +253,12 @@ def test_load_encoder_of_a_snapshot_path_names_its_origin(hub, tmp_path):
     snapshot = fetch(hub, tmp_path).path
     model = jepa.load_encoder(snapshot)
     assert model.config.provenance.source == f"hf:{REPO_ID}@{hub.repos[REPO_ID].commit}"
+
+
+def test_short_name_fetches_the_catalogue_s_hub_repository(hub, hf_dir, tmp_path):
+    """``ijepa-vith14-1k`` means facebook/ijepa_vith14_1k: the same files, under the real repo id."""
+    files = {p.name: p.read_bytes() for p in hf_dir.iterdir()}
+    repo = hub.add_repo("facebook/ijepa_vith14_1k", {**files, "README.md": b"card"})
+    resolved = fetch(hub, tmp_path, "ijepa-vith14-1k")
+    assert resolved.origin == f"hf:facebook/ijepa_vith14_1k@{repo.commit}"
+    assert {p.name for p in resolved.path.iterdir()} == NEEDED
