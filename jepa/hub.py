@@ -25,8 +25,9 @@ from jepa.formats.native import sha256_file
 
 log = logging.getLogger(__name__)
 
-# What a JEPA encoder needs from a Hub repository: configs and weights (one file or shards).
-# Not *.bin / *.pth / *.onnx duplicates, nor READMEs or notebooks.
+# What a JEPA encoder needs from a Hub repository: configs and weights (one file or shards), and
+# the graphs of a directory `python -m export` wrote (so a torch-free ONNX Runtime image can serve
+# it by name). Not *.bin / *.pth duplicates, onnx/ folders of other exporters, READMEs, notebooks.
 HUB_FILES = (
     "config.json",
     "preprocessor_config.json",
@@ -34,7 +35,11 @@ HUB_FILES = (
     "model.safetensors",
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
+    "export.json",
+    "model*.onnx",
+    "model*.onnx.data",
 )
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "model.onnx")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -126,8 +131,9 @@ def hub_error(e: Exception, where: str, repo: str, cache: Path, endpoint: str, o
     folder = cache / ("models--" + repo.replace("/", "--"))
     remedy = (
         f"Download it where the Hub is reachable (`python -m jepa download {where}`, or "
-        f"`hf download {repo} {' '.join(HUB_FILES[:4])}`) and copy {folder.name}/ into this machine's Hub cache "
-        f"({cache}; set HF_HOME or HF_HUB_CACHE to use another), or pass the downloaded directory as --model PATH."
+        f"`hf download {repo} --include {' '.join(HUB_FILES[:4])}`) and copy {folder.name}/ into this "
+        f"machine's Hub cache ({cache}; set HF_HOME or HF_HUB_CACHE to use another), or pass the downloaded "
+        "directory as --model PATH."
     )
     if isinstance(e, GatedRepoError):
         return ModelSourceError(where, f"gated on {endpoint}: accept its terms on the Hub and set HF_TOKEN")
@@ -152,11 +158,10 @@ def hub_error(e: Exception, where: str, repo: str, cache: Path, endpoint: str, o
 def verify_snapshot(snapshot: Path, where: str) -> None:
     """Check the snapshot holds a config and weights, and every file matches the ETag it is stored under."""
     names = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    has_weights = "model.safetensors" in names or "model.safetensors.index.json" in names
-    if "config.json" not in names or not has_weights:
+    if "config.json" not in names or not set(WEIGHTS) & set(names):
         raise ModelSourceError(
             where,
-            "the repository has no config.json and model.safetensors "
+            "the repository has no config.json and model.safetensors (or model.onnx) "
             f"(fetched: {', '.join(names) or 'nothing'}); not an encoder this project loads",
         )
     for name in names:

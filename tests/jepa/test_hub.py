@@ -109,7 +109,8 @@ def test_unknown_repository_is_a_clear_404(hub, tmp_path):
 
 def test_repository_without_encoder_files_is_refused(hub, tmp_path):
     hub.add_repo("facebook/card_only", {"README.md": b"hi", "config.json": b"{}"})
-    with pytest.raises(ModelSourceError, match=r"no config.json and model.safetensors \(fetched: config.json\)"):
+    expected = r"no config.json and model.safetensors \(or model.onnx\) \(fetched: config.json\)"
+    with pytest.raises(ModelSourceError, match=expected):
         fetch(hub, tmp_path, "facebook/card_only")
 
 
@@ -208,7 +209,9 @@ def test_hub_files_cover_the_real_layouts():
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "video_preprocessor_config.json",
                  "model-00001-of-00002.safetensors", "model.safetensors.index.json"):  # fmt: skip
         assert any(fnmatch(name, pat) for pat in HUB_FILES), name
-    for name in ("README.md", "pytorch_model.bin", "flax_model.msgpack", "predictor.pt", "model.onnx"):
+    for name in ("model.onnx", "model.int8.onnx", "model.onnx.data", "export.json"):  # what `python -m export` writes
+        assert any(fnmatch(name, pat) for pat in HUB_FILES), name
+    for name in ("README.md", "pytorch_model.bin", "flax_model.msgpack", "predictor.pt", "onnx/model.onnx"):
         assert not any(fnmatch(name, pat) for pat in HUB_FILES), name
 
 

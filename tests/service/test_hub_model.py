@@ -62,3 +62,22 @@ def test_service_offline_without_cache_exits_2_naming_what_to_download(tmp_path)
     assert "jepa-serve: facebook/ijepa_vith14_1k: not in the Hub cache" in r.stderr
     assert "`python -m jepa download facebook/ijepa_vith14_1k`" in r.stderr
     assert str(tmp_path / "hf" / "hub") in r.stderr
+
+
+def test_torch_free_service_serves_an_exported_directory_by_hub_id(tmp_path, onnx_only_dir, tiny_encoder, jpeg_bytes):
+    """The ONNX Runtime image's case: no torch, the model downloaded on first start into a volume."""
+    standin = StandIn().start()
+    standin.add_repo("someone/jepa-tiny-onnx", {p.name: p.read_bytes() for p in onnx_only_dir.iterdir()})
+    env = {"HF_ENDPOINT": standin.endpoint, "HF_HOME": str(tmp_path / "volume"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    args = ["--model", "someone/jepa-tiny-onnx", "--backend", "onnxruntime", "--device", "cpu", "--no-jpeg-draft",
+            "--dtype", "float32"]  # fmt: skip
+    proc, url = start_subprocess(args, env=env, prelude='import sys; sys.modules["torch"] = None')
+    try:
+        assert httpx.get(url + "/info").json()["backend"]["name"] == "onnxruntime"
+        r = httpx.post(url + "/embed", files=[("image", ("a.jpg", jpeg_bytes[0], "image/jpeg"))])
+        got = np.array(r.json()["data"][0]["embedding"], dtype=np.float32)
+        assert rel_err(got, tiny_encoder.embed([open_bytes(jpeg_bytes[0])])["global"][0]) < 1e-4
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        standin.stop()
