@@ -84,11 +84,11 @@ def _download(url: str, final: Path, sha256: str | None, progress: bool, timeout
         total = _stream_to_part(url, part, progress, timeout_s)
     except httpx.HTTPError as e:
         kept = part.stat().st_size if part.exists() else 0
+        resume = f"{kept} bytes kept in {part}, the next run resumes there" if kept else "nothing was kept"
         raise ModelSourceError(
             url,
-            f"download failed ({type(e).__name__}: {e}); {kept} bytes kept in {part}, the next run "
-            f"resumes there. Without network here: download the file elsewhere and put it at {final}, or pass "
-            "it as --model PATH.",
+            f"download failed ({type(e).__name__}: {e}); {resume}. Without network here: download the file "
+            f"elsewhere and put it at {final}, or pass it as --model PATH.",
         ) from e
     size = part.stat().st_size
     if total is not None and size != total:
