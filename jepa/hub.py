@@ -63,13 +63,16 @@ def resolve(
 ) -> Resolved:
     """Local path for ``source``, downloading it first when it names a Hub repo or a URL.
 
-    An existing path wins over any name. ``cache_dir`` / ``endpoint`` / ``offline`` default to
+    An existing path wins over any name, and a ``Path`` object is never taken for a name.
+    ``cache_dir`` / ``endpoint`` / ``offline`` default to
     huggingface_hub's (``HF_HUB_CACHE``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``).
     """
     text = str(source)
     path = Path(text).expanduser()
     if path.exists():
         return Resolved(path, origin_of(path))
+    if isinstance(source, Path):  # a Path means a file or directory, never a name to download
+        raise ModelSourceError(text, "no such file or directory")
     if offline is None:
         from huggingface_hub import constants
 
@@ -147,7 +150,11 @@ def hub_error(e: Exception, where: str, repo: str, cache: Path, endpoint: str, o
         return ModelSourceError(where, f"the repository has no such revision on {endpoint}")
     if isinstance(e, LocalEntryNotFoundError):
         mode = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"the Hub at {endpoint} cannot be reached"
-        return ModelSourceError(where, f"not in the Hub cache {cache} (or only partly) and {mode}. {remedy}")
+        return ModelSourceError(
+            where,
+            f"no local file or directory of that name, not in the Hub cache {cache} (or only partly), "
+            f"and {mode}. {remedy}",
+        )
     return ModelSourceError(
         where,
         f"download from {endpoint} failed ({type(e).__name__}: {_first_line(e)}); no partial file was kept. "

@@ -170,7 +170,7 @@ def test_offline_or_unreachable_without_cache_says_what_to_download_and_where(hu
         with pytest.raises(ModelSourceError) as info:
             fetch(hub, cache, offline=offline)
         text = str(info.value)
-        assert text.startswith(f"{REPO_ID}: not in the Hub cache {cache}"), text
+        assert text.startswith(f"{REPO_ID}: no local file or directory of that name, not in the Hub cache {cache}")
         assert re.search(why, text), text
         assert f"`python -m jepa download {REPO_ID}`" in text and f"copy {folder}/ into" in text
         assert "HF_HOME" in text and "--model PATH" in text

@@ -59,7 +59,10 @@ def test_service_offline_without_cache_exits_2_naming_what_to_download(tmp_path)
     cmd = [sys.executable, "-m", "service", "--model", "facebook/ijepa_vith14_1k", "--port", "0"]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert "jepa-serve: facebook/ijepa_vith14_1k: not in the Hub cache" in r.stderr
+    assert (
+        "jepa-serve: facebook/ijepa_vith14_1k: no local file or directory of that name, not in the Hub cache"
+        in r.stderr
+    )
     assert "`python -m jepa download facebook/ijepa_vith14_1k`" in r.stderr
     assert str(tmp_path / "hf" / "hub") in r.stderr
 
