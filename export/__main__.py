@@ -20,7 +20,11 @@ EXIT_BAD_SOURCE = 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    p.add_argument("source", type=Path, help="our model directory, an official .pth.tar, or an HF IJepaModel directory")
+    p.add_argument(
+        "source",
+        help="our model directory, an official .pth.tar, an HF IJepaModel directory, or a name for one: a short "
+        "name (python -m jepa models), a Hub id org/name[@revision] or a checkpoint URL (downloaded first)",
+    )
     p.add_argument("--out", type=Path, required=True, help="model directory to write (weights, config, graphs)")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O, float16 inside)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (ONNX Runtime dynamic int8)")

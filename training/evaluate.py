@@ -153,7 +153,7 @@ def load_splits(args: argparse.Namespace, size: int) -> tuple[np.ndarray, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("model", help="model directory (or any source jepa.load_encoder reads)")
+    p.add_argument("model", help="model directory, or any source jepa.load_encoder reads (short name, Hub id, URL)")
     p.add_argument("--data", required=True, help="training split: .npz of JPEGs or an ImageNet-layout folder")
     p.add_argument("--eval-data", help="held-out split (default: 20%% of --data)")
     p.add_argument("--train-limit", type=int, help="use a seeded random subset of the training split")
