@@ -9,17 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import skimage_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar10"
 
 # Real photographs (and a few other modes) bundled with scikit-image; no download needed.
 PHOTO_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
-
-
-def skimage_data_dir() -> Path:
-    import skimage.data
-
-    return Path(skimage.data.__file__).parent
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import jepa
 from jepa import ModelSourceError
 from jepa.formats import load
 from jepa.hub import HUB_FILES, resolve
-from tests.jepa.conftest import randomize
+from tests.helpers import randomize
 from tests.jepa.hub_standin import StandIn
 
 transformers = pytest.importorskip("transformers")

@@ -28,8 +28,8 @@ from PIL import Image
 from service.__main__ import parse_settings
 from service.settings import Settings
 from service.ui import STATIC_DIR
-from tests.conftest import skimage_data_dir
-from tests.service.conftest import REPO, rel_err, start_subprocess
+from tests.helpers import skimage_data_dir
+from tests.service.helpers import REPO, rel_err, start_subprocess
 from tests.service.test_onnx import BLOCK_TORCH
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
