@@ -267,7 +267,7 @@ def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
             b.record_step(seconds)
         if run.step % cfg.logging.log_every == 0 or run.step == run.plan.total_steps:
             log.write({**record, "img_s": batch_images / seconds, "elapsed_s": time.perf_counter() - run.started})
-        if not run.budget_fixed and b.measured_enough(cfg.meta.measure_steps):
+        if not run.budget_fixed and _agree(run, b.measured_enough(cfg.meta.measure_steps)):
             fix_budget(run, probe, log)
             bar.total = run.plan.total_steps
         due = run.step % cfg.logging.checkpoint_every == 0 and run.step < run.plan.total_steps
