@@ -13,8 +13,9 @@ counted from when the command has parsed its config. Three rules keep it:
 3. **Nothing starts that would not end in time.** Before every step, probe and periodic checkpoint
    the loop asks :meth:`Budget.fits` with a pessimistic cost (the slowest of the last few steps; a
    probe's cost extrapolated from a small timed slice); if it does not fit, it is skipped, and
-   training stops early if a step does not fit (the log says so). Only the very first step always
-   runs, since nothing is known about its cost before it.
+   training stops early if a step does not fit (the log says so). Before the first step nothing has
+   been timed, so its cost is estimated from a timed forward pass (:data:`STEP_PER_FORWARD` times it);
+   a budget too short for even one step ends with the untrained model written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MARGIN_S = 15.0  # the stated margin beyond the budget (misestimated finish, clo
 MEASURE_SHARE = 0.1  # at most this share of the budget is spent timing steps before the plan is fixed
 PROBE_SHARE = 0.2  # probes may use at most this share of the budget; more are dropped, not squeezed in
 WRITE_BYTES_PER_S = 50e6  # a pessimistic disk: checkpoints and model directories are written at this rate
+STEP_PER_FORWARD = 3.0  # a training step costs 2-3x a no-grad forward of its batch (timed on the 2-core CPU)
 FINISH_FIXED_S = 5.0  # plot (matplotlib import and draw), directory creation, fsync
 
 
@@ -50,6 +52,7 @@ class Budget:
     reserve: float  # kept for the finish
     clock: Callable[[], float] = time.perf_counter
     step_times: list[float] = field(default_factory=list)
+    probe_spent: float = 0.0  # seconds the probes used so far
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -80,11 +83,18 @@ class Budget:
         n = len(self.step_times)
         return n >= max_steps or (n >= 2 and sum(self.step_times) >= MEASURE_SHARE * self.seconds)
 
+    def probe_fits(self, cost: float) -> bool:
+        """A probe of ``cost`` seconds fits what is left of the probe share and of the time."""
+        return cost <= PROBE_SHARE * self.seconds - self.probe_spent and self.fits(cost)
+
+    def record_probe(self, seconds: float) -> None:
+        self.probe_spent += seconds
+
     def probes_that_fit(self, probe_seconds: float, wanted: int) -> int:
-        """How many of ``wanted`` further probes fit in the probe share of the budget and the time left."""
+        """How many of ``wanted`` further probes fit in what is left of the probe share and the time."""
         if probe_seconds <= 0:
             return wanted
-        by_share = int(PROBE_SHARE * self.seconds / probe_seconds)
+        by_share = int(max(0.0, PROBE_SHARE * self.seconds - self.probe_spent) / probe_seconds)
         by_time = int(max(0.0, self.left()) / probe_seconds)
         return max(0, min(wanted, by_share, by_time))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -87,7 +88,7 @@ def _fetch(url: str, out: io.BufferedWriter, timeout: float) -> tuple[int | None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:  # refused, DNS, timeouts, connection reset
         raise DownloadError(f"{url}: {e}") from e
-    except Exception as e:  # http.client.IncompleteRead and friends when the server hangs up early
+    except http.client.HTTPException as e:  # IncompleteRead and friends when the server hangs up early
         raise DownloadError(f"{url}: download cut short after {got} bytes ({type(e).__name__})") from e
     return expected, got
 

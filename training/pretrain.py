@@ -26,7 +26,7 @@ from jepa import save_model_dir
 from jepa.config import Preprocess
 from jepa.errors import JepaError
 from training import checkpoint as ckpt
-from training.budget import MARGIN_S, Budget, checkpoint_seconds, finish_reserve
+from training.budget import MARGIN_S, STEP_PER_FORWARD, Budget, checkpoint_seconds, finish_reserve
 from training.config import TrainConfig, load_config, save_config
 from training.data import Augment, DataError, keyed_generator, make_loader, split_folder
 from training.distributed import (
@@ -219,12 +219,27 @@ def maybe_probe(run: RunState, probe: Probe | None, log: JsonlLog) -> None:
     """The kNN probe (rank 0), if one is due at this step and, under a budget, fits the time left."""
     if probe is None or run.step not in probe_steps(run.plan.total_steps, run.probe_count):
         return
-    target, device = run.models.target_encoder, run.dist.device
-    if run.budget is not None and not run.budget.fits(probe.estimate(target, device)):
+    target, device, b = run.models.target_encoder, run.dist.device, run.budget
+    if b is not None and not b.probe_fits(probe.estimate(target, device)):
         log.write({"type": "skip", "what": "probe", "step": run.step, "estimated_s": probe.estimate(target, device),
-                   "left_s": run.budget.left()})  # fmt: skip
+                   "left_s": b.left(), "probe_spent_s": b.probe_spent})  # fmt: skip
         return
     log.write({"type": "probe", "step": run.step, "knn_top1": probe(target, device), "seconds": probe.seconds})
+    if b is not None:
+        b.record_probe(probe.seconds)
+
+
+@torch.no_grad()
+def first_step_estimate(run: RunState, images: torch.Tensor) -> float:
+    """A pessimistic cost for a first step, before any is timed: three times a timed no-grad forward
+    of the batch through the target encoder (measured on a quarter of it and scaled up; a step runs
+    that forward, the context encoder and predictor, and their backward: 2-3x on the CPUs we timed)."""
+    target = run.models.target_encoder
+    target(images[:1])  # kernels and allocations
+    part = images[: max(1, len(images) // 4)]
+    t0 = time.perf_counter()
+    target(part)
+    return STEP_PER_FORWARD * (time.perf_counter() - t0) * len(images) / len(part)
 
 
 def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
@@ -237,19 +252,22 @@ def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
     first = run.step
     while run.step < run.plan.total_steps:
         maybe_probe(run, probe, log)
-        b = run.budget
-        if b is not None and run.step > first and not _agree(run, b.fits(b.next_step_cost())):
-            log.write({"type": "stop", "step": run.step, "planned_steps": run.plan.total_steps, "left_s": b.left()})
-            break
+        b, images = run.budget, next(batches)
+        if b is not None:
+            cost = b.next_step_cost() if run.step > first else first_step_estimate(run, images)
+            if not _agree(run, b.fits(cost)):
+                log.write({"type": "stop", "step": run.step, "planned_steps": run.plan.total_steps,
+                           "step_estimate_s": cost, "left_s": b.left()})  # fmt: skip
+                break
         t0 = time.perf_counter()
-        record = one_step(run, next(batches), next(masks))
+        record = one_step(run, images, next(masks))
         seconds = time.perf_counter() - t0
         run.step += 1
         if b is not None:
             b.record_step(seconds)
         if run.step % cfg.logging.log_every == 0 or run.step == run.plan.total_steps:
             log.write({**record, "img_s": batch_images / seconds, "elapsed_s": time.perf_counter() - run.started})
-        if not run.budget_fixed and b.measured_enough(cfg.meta.measure_steps):
+        if not run.budget_fixed and _agree(run, b.measured_enough(cfg.meta.measure_steps)):
             fix_budget(run, probe, log)
             bar.total = run.plan.total_steps
         due = run.step % cfg.logging.checkpoint_every == 0 and run.step < run.plan.total_steps
@@ -258,7 +276,8 @@ def train(run: RunState, log: JsonlLog, probe: Probe | None) -> None:
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{batch_images / seconds:.0f}")
         bar.update(1)
     bar.close()
-    maybe_probe(run, probe, log)
+    if run.step > first:
+        maybe_probe(run, probe, log)
 
 
 def checkpoint_seconds_of(run: RunState) -> float:

@@ -67,3 +67,11 @@ def test_steps_and_probes_fill_only_the_time_left():
 def test_finish_reserve_grows_with_the_bytes_to_write():
     tiny, huge = finish_reserve(3_000_000, 2_700_000), finish_reserve(700_000_000, 630_000_000)
     assert 5 < tiny < 10 and huge > 100 * (tiny - 5)
+
+
+def test_probes_share_is_spent_once():
+    b, _ = _budget(100.0, reserve=0.0)
+    assert b.probe_fits(PROBE_SHARE * 100) and not b.probe_fits(PROBE_SHARE * 100 + 0.1)
+    b.record_probe(15.0)
+    assert not b.probe_fits(6.0) and b.probe_fits(5.0)
+    assert b.probes_that_fit(2.5, wanted=10) == 2

@@ -18,9 +18,12 @@ def test_official_vith14_loads_as_is():
     assert cfg.data.crop_scale == (0.3, 1.0) and cfg.data.pin_mem is True and cfg.meta.copy_data is False
 
 
-def test_cifar_config_loads():
-    cfg = load_config(CONFIGS / "cifar10_vit_tiny.yaml")
+@pytest.mark.parametrize("name", ["cifar10_vit_tiny.yaml", "cifar10_vit_tiny_long.yaml"])
+def test_cifar_configs_load_and_point_where_the_data_command_writes(name):
+    cfg = load_config(CONFIGS / name)
     assert cfg.data.crop_size // cfg.mask.patch_size == 8
+    assert str(cfg.data.path) == "data/cifar10/cifar10_train_jpeg.npz"
+    assert cfg.data.eval_path == "data/cifar10/cifar10_test_jpeg.npz"
 
 
 def test_overrides(tmp_path):
