@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (env JEPA_{name.upper()}; default {field.default!r})"
+        # argparse %-formats help strings: a literal % in a description must be doubled.
+        help_text = f"{field.description} (env JEPA_{name.upper()}; default {field.default!r})".replace("%", "%%")
         if typing.get_origin(field.annotation) is typing.Literal:
             choices = [str(c) for c in typing.get_args(field.annotation)]
             parser.add_argument(flag, dest=name, choices=choices, help=help_text)
