@@ -8,9 +8,9 @@ the service and the console scripts declared in pyproject.toml also run as real 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,9 @@ def test_healthcheck_help_does_not_probe() -> None:
 
 
 def console_scripts() -> dict[str, str]:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    """The installed project's ``[project.scripts]`` (name -> ``module:function``)."""
+    dist = importlib.metadata.distribution("jepa-embed")
+    return {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
 
 
 @pytest.mark.parametrize("name", sorted(console_scripts()))
