@@ -19,8 +19,9 @@ from jepa.preprocess import normalize
 from service import auth
 from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
-from service.decode import DecodeOptions, decode_all
+from service.decode import DecodeOptions
 from service.decode_procs import DecodeProcesses
+from service.decode_slots import DecodeSlots
 from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
@@ -74,6 +75,12 @@ def create_app(settings: Settings) -> FastAPI:
         Metrics.create(settings.max_batch_size),
         ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode"),
         DecodeProcesses(settings.decode_processes) if settings.decode_processes else None,
+    )
+    state.decode_slots = DecodeSlots(
+        state.decode_processes or state.decode_pool,
+        settings.decode_processes or settings.decode_pool_size(),
+        settings.decode_timeout_s,
+        settings.retry_after_s,
     )
 
     @asynccontextmanager
@@ -134,7 +141,7 @@ def add_routes(app: FastAPI, state: AppState) -> None:
         responses={code: {"model": ErrorResponse} for code in error_codes},
     )
     async def embed(request: Request) -> Response:
-        """Embed one or more images (multipart field ``image``, a raw ``image/*`` body, or JSON)."""
+        """Embed one or more images (multipart field ``image``, a raw image body, or JSON)."""
         return await handle_embed(request, state)
 
 
@@ -149,10 +156,9 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             kind = negotiate(request.headers.get("accept"), options)
             t = time.perf_counter()
             decode_options = state.decode_options
-            assert decode_options is not None and state.facts is not None
+            assert decode_options is not None and state.facts is not None and state.decode_slots is not None
             with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                decoder = state.decode_processes or state.decode_pool
-                pixels = await decode_all(blobs, decode_options, decoder, state.settings.decode_timeout_s)
+                pixels = await state.decode_slots.decode_all(blobs, decode_options)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = batcher.submit(pixels, options.want_patch)
             results = await wait_or_disconnect(request, futures)
@@ -260,6 +266,7 @@ EMBED_OPENAPI: dict[str, object] = {
             "application/json": {"schema": EmbedRequest.model_json_schema()},
             "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from service.accept import choose
 from service.batcher import Result
 from service.errors import NotAcceptable
 from service.schemas import EmbedOptions
 
+JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
 BINARY_TYPES = {
     "application/vnd.safetensors": "safetensors",
     "application/x-npz": "npz",
@@ -37,17 +39,19 @@ class ModelFacts:
 
 
 def negotiate(accept: str | None, options: EmbedOptions) -> str:
-    """``json``, ``safetensors``, ``npz`` or ``npy`` from the ``Accept`` header (first match wins)."""
-    for part in (accept or "").split(","):
-        kind = BINARY_TYPES.get(part.split(";")[0].strip().lower())
-        if kind == "npy" and options.want_patch:
-            raise NotAcceptable(
-                "application/x-npy holds one array (embedding); for patches use application/x-npz "
-                "or application/vnd.safetensors"
-            )
-        if kind is not None:
-            return kind
-    return "json"
+    """``json``, ``safetensors``, ``npz`` or ``npy`` for the ``Accept`` header (RFC 9110:
+    weights, wildcards, the most specific range; :mod:`service.accept`); 406 when none fits."""
+    offers = [JSON_TYPE, *(t for t, kind in BINARY_TYPES.items() if not (kind == "npy" and options.want_patch))]
+    chosen = choose(accept, offers)
+    if chosen is not None:
+        return BINARY_TYPES.get(chosen, "json")
+    if options.want_patch and choose(accept, [*offers, NPY_TYPE]) == NPY_TYPE:
+        raise NotAcceptable(
+            "application/x-npy holds one array (embedding); for patches use application/x-npz "
+            "or application/vnd.safetensors"
+        )
+    shown = (accept or "")[:200]
+    raise NotAcceptable(f"Accept: {shown} allows none of the response types: {', '.join(offers)}")
 
 
 def gather_arrays(results: list[Result], options: EmbedOptions) -> dict[str, np.ndarray]:

@@ -138,7 +138,12 @@ class Settings(BaseSettings):
         "worth trying on a host with many cores per GPU. Costs a copy of each file and of its pixels "
         "between processes, and a few tens of MB per process.",
     )
-    decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
+    decode_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest decode of one image, timed from its start, before a 400. An image that waits this "
+        "long for a free decode thread or process gets 503 with Retry-After instead (the server is busy).",
+    )
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from service.batcher import Batcher
 from service.decode import DecodeOptions
 from service.decode_procs import DecodeProcesses
+from service.decode_slots import DecodeSlots
 from service.encode import ModelFacts
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
@@ -29,6 +30,7 @@ class AppState:
     metrics: Metrics
     decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
     decode_processes: DecodeProcesses | None = None
+    decode_slots: DecodeSlots | None = None  # one image per decode thread/process (create_app)
     batcher: Batcher | None = None
     decode_options: DecodeOptions | None = None
     facts: ModelFacts | None = None
