@@ -14,6 +14,7 @@ import functools
 import io
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,10 +46,17 @@ class DecodeOptions:
 @functools.cache
 def register_plugins() -> None:
     """Register pillow-heif's HEIC/HEIF opener with Pillow, once per process (decode worker
-    processes call this too). Not at import time: importing a module must not change Pillow."""
+    processes call this too). Not at import time: importing a module must not change Pillow.
+
+    Pillow also reports recoverable damage in a stranger's file ("Corrupt EXIF data", "Truncated
+    File Read") as ``UserWarning``s printed to stderr with a source line, once per message: noise
+    in a server's log about the client's file, and the outcome is in the response anyway. Those
+    are silenced here; ``DecompressionBombWarning`` (a ``RuntimeWarning``) is not.
+    """
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 def draft_target(options: DecodeOptions) -> int:
