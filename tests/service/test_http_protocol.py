@@ -125,7 +125,8 @@ async def post_in_order(url: str, bodies: list[bytes], gap_s: float) -> list[htt
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         tasks = []
         for body in bodies:
-            tasks.append(asyncio.create_task(client.post("/embed", content=body, headers={"Content-Type": "image/png"})))
+            request = client.post("/embed", content=body, headers={"Content-Type": "image/png"})
+            tasks.append(asyncio.create_task(request))
             await asyncio.sleep(gap_s)
         return await asyncio.gather(*tasks)
 
