@@ -22,6 +22,7 @@ from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions
 from service.decode_procs import DecodeProcesses
 from service.decode_slots import DecodeSlots
+from service.docs import add_docs
 from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
@@ -96,9 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
             if state.decode_processes is not None:
                 state.decode_processes.shutdown()
 
-    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jepa = state
     install_handlers(app)
+    add_docs(app)
     add_routes(app, state)
     return app
 
