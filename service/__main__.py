@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from service import access_log
 from service.settings import Settings
 from service.state import AppState
 
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+        access_log.configure(settings.access_log)
         from service.app import create_app
 
         app = create_app(settings)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from jepa.preprocess import normalize
 from service import auth
+from service.access_log import AccessLog
 from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.jepa = state
     install_handlers(app)
     add_docs(app)
+    app.add_middleware(AccessLog, fmt=settings.access_log)
     add_routes(app, state)
     return app
 
@@ -155,6 +157,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             batcher = state.admit_request()
             blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
             count = len(blobs)
+            request.state.images = count  # for the access log line
             kind = negotiate(request.headers.get("accept"), options)
             t = time.perf_counter()
             decode_options = state.decode_options

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level."
     )
+    access_log: Literal["plain", "json", "off"] = Field(
+        "plain",
+        description="One line per request (method, path, status, images, bytes in/out, ms, client, request id; "
+        "never bodies or headers): plain text, one JSON object per line on stdout, or off. Logged at INFO.",
+    )
     # -- batching --
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one inference call.")
     max_wait_ms: float = Field(
