@@ -36,11 +36,14 @@ def jpeg(photos) -> bytes:
 def send_mix(url: str, jpeg: bytes, api_key: str) -> list[httpx.Response]:
     auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=url, timeout=60) as client:
+        one_jpeg = [("image", ("a.jpg", jpeg, "image/jpeg"))]
         return [
-            client.post("/embed", files=[("image", ("a.jpg", jpeg, "image/jpeg"))] * 2, headers={**auth, "X-Request-ID": "trace-42"}),
-            client.post("/embed", content=jpeg, headers={**auth, "Content-Type": "image/jpeg"}, params={"normalize": "true"}),
+            client.post("/embed", files=one_jpeg * 2, headers={**auth, "X-Request-ID": "trace-42"}),
+            client.post("/embed", content=jpeg, headers={**auth, "Content-Type": "image/jpeg"},
+                        params={"normalize": "true"}),
             client.post("/embed", content=b"not an image", headers={**auth, "Content-Type": "image/png"}),
-            client.post("/embed", content=jpeg, headers={"Content-Type": "image/jpeg", "X-Request-ID": "bad id; drop table"}),
+            client.post("/embed", content=jpeg,
+                        headers={"Content-Type": "image/jpeg", "X-Request-ID": "bad id; drop table"}),
             client.get("/health"),
         ]  # fmt: skip
 
@@ -84,7 +87,8 @@ def test_json_access_log_lines_on_stdout(tiny_model_dir: Path, tmp_path: Path, j
     embeds_and_health = [o for o in objects if o["path"] in ("/embed", "/health") and o["request_id"] != "-"]
     # the readiness polls of ServerProcess come first; the last five lines are ours
     fields = embeds_and_health[-5:]
-    assert set(fields[0]) == {"method", "path", "status", "images", "bytes_in", "bytes_out", "ms", "client", "request_id"}
+    names = {"method", "path", "status", "images", "bytes_in", "bytes_out", "ms", "client", "request_id"}
+    assert set(fields[0]) == names
     statuses = [r.status_code for r in responses]
     assert statuses == [200, 200, 400, 200, 200]  # no API key on this server
     for f, r in zip(fields, responses, strict=True):
