@@ -87,10 +87,12 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
         if not body:
             raise InvalidRequest("empty body: send the image file as the request body")
         return [body], options
-    shown = kind or "none"
+    hint = ""
+    if kind == "application/x-www-form-urlencoded":  # what `curl --data-binary @photo.jpg` sends by default
+        hint = " (curl sends this for --data-binary: add -H 'Content-Type: application/octet-stream')"
     raise UnsupportedMediaType(
-        f"Content-Type {shown} is not supported: use multipart/form-data, image/*, application/octet-stream "
-        "or application/json"
+        f"Content-Type {kind} is not supported: use multipart/form-data, image/*, application/octet-stream "
+        f"or application/json{hint}"
     )
 
 

@@ -132,6 +132,8 @@ def test_raw_body_format_is_sniffed_whatever_the_content_type(client, photos, ti
 def test_other_content_types_stay_415(client, photos) -> None:
     r = post_raw(client, format_samples(photos[4])["PNG"], "text/plain")
     assert r.status_code == 415 and r.json()["error"]["type"] == "unsupported_media_type"
+    r = post_raw(client, format_samples(photos[4])["PNG"], "application/x-www-form-urlencoded")
+    assert r.status_code == 415 and "Content-Type: application/octet-stream" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("fmt", ["AVIF", "HEIF", "JPEG", "PNG", "WEBP", "TIFF"])
