@@ -118,9 +118,21 @@ def _bounded_resize(
 
 def prepare_image(image: Image.Image, config: Preprocess, image_size: int) -> np.ndarray:
     """One PIL image -> ``uint8 [S, S, 3]``: EXIF orientation, RGB, resize, crop."""
-    image = ImageOps.exif_transpose(image)
-    image = resize_and_crop(to_rgb(image), config, image_size)
+    image = resize_and_crop(to_rgb(upright(image)), config, image_size)
     return np.asarray(image, dtype=np.uint8)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as its EXIF orientation tag says to display it.
+
+    Pillow decodes the pixels of a file whose EXIF block is damaged, but parsing that block can
+    raise (``SyntaxError``, ``struct.error``, ``ValueError``...). The pixels are still good: with
+    the orientation unreadable they are taken as stored, rather than refusing an image Pillow loads.
+    """
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # damaged EXIF only: decoding errors happened in image.load(), before this
+        return image
 
 
 def normalize(batch: np.ndarray, config: Preprocess) -> np.ndarray:

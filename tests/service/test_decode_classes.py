@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import random
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,7 @@ from image_corpus import (
     option_variants,
     truncation_points,
 )
-from PIL import Image
+from PIL import Image, ImageOps
 
 from jepa.config import Preprocess
 from jepa.preprocess import RESAMPLING, prepare_image
@@ -164,3 +165,38 @@ def test_elongated_images_decode_with_bounded_peak_memory() -> None:
     growth_mib, largest_file = result.stdout.split()
     print(f"peak RSS growth {growth_mib} MiB; largest file {largest_file} bytes")
     assert float(growth_mib) < 64
+
+
+def damaged_exif_jpegs(count: int, seed: int = 0) -> list[bytes]:
+    """JPEGs whose pixels Pillow loads but whose EXIF block (an orientation tag, a camera name and
+    a date, then a few random bytes overwritten) makes ``ImageOps.exif_transpose`` raise."""
+    image = Image.new("RGB", (24, 16), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x9003] = 6, "Camera", "2020:01:01 00:00:00"
+    raw, rng, found = exif.tobytes(), random.Random(seed), []
+    for _ in range(20_000):
+        block = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            block[rng.randrange(len(block))] = rng.randrange(256)
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", exif=bytes(block))
+        with Image.open(io.BytesIO(buf.getvalue())) as check:
+            check.load()
+            try:
+                ImageOps.exif_transpose(check)
+            except Exception:
+                found.append(buf.getvalue())
+        if len(found) == count:
+            break
+    return found
+
+
+def test_damaged_exif_is_ignored_not_refused() -> None:
+    """An image Pillow decodes must embed: when only its EXIF block is unreadable, the pixels are
+    taken as stored (no orientation) instead of a 400."""
+    files = damaged_exif_jpegs(3)
+    assert len(files) == 3, "no damaged-EXIF example found"
+    for data in files:
+        with Image.open(io.BytesIO(data)) as stored:
+            expected = prepare_image(stored.convert("RGB"), CROP.preprocess, SIZE)
+        np.testing.assert_array_equal(decode_image(data, 0, CROP), expected)
