@@ -15,8 +15,10 @@ from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
 from service import auth
-from service.decode import decode_all
+from service.access_log import AccessLog
 from service.decode_procs import DecodeProcesses
+from service.decode_slots import DecodeSlots
+from service.docs import add_docs
 from service.encode import encode_results, negotiate
 from service.errors import ApiError, ClientClosed, InvalidParameters, install_handlers
 from service.image_queue import Result
@@ -35,12 +37,16 @@ INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images ar
 
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; raises ``ValueError`` when no model is given or found."""
+    pool = ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode")
+    processes = DecodeProcesses(settings.decode_processes) if settings.decode_processes else None
+    slots = DecodeSlots(
+        processes or pool,
+        settings.decode_processes or settings.decode_pool_size(),
+        settings.decode_timeout_s,
+        settings.retry_after_s,
+    )
     state = AppState(
-        settings,
-        settings.resolved_model(),
-        Metrics.create(settings.max_batch_size),
-        ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode"),
-        DecodeProcesses(settings.decode_processes) if settings.decode_processes else None,
+        settings, settings.resolved_model(), Metrics.create(settings.max_batch_size), pool, slots, processes
     )
 
     @asynccontextmanager
@@ -53,9 +59,11 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await state.shutdown()
 
-    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jepa = state
     install_handlers(app)
+    add_docs(app)
+    app.add_middleware(AccessLog, fmt=settings.access_log)
     add_routes(app, state)
     if settings.ui:
         install_ui(app)
@@ -101,7 +109,7 @@ def add_routes(app: FastAPI, state: AppState) -> None:
         responses={code: {"model": ErrorResponse} for code in error_codes},
     )
     async def embed(request: Request) -> Response:
-        """Embed one or more images (multipart field ``image``, a raw ``image/*`` body, or JSON)."""
+        """Embed one or more images (multipart field ``image``, a raw image body, or JSON)."""
         return await handle_embed(request, state, limits)
 
 
@@ -113,12 +121,12 @@ async def handle_embed(request: Request, state: AppState, limits: RequestLimits)
             runtime = state.admit_request()
             blobs, options = await parse_embed_request(request, limits, state.decode_pool)
             count = len(blobs)
+            request.state.images = count  # for the access log line
             kind = negotiate(request.headers.get("accept"), options)
             check_outputs(options, runtime)
             t = time.perf_counter()
             with runtime.batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                decoder = state.decode_processes or state.decode_pool
-                pixels = await decode_all(blobs, runtime.decode_options, decoder, state.settings.decode_timeout_s)
+                pixels = await state.decode_slots.decode_all(blobs, runtime.decode_options)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = runtime.batcher.submit(pixels, frozenset(options.outputs))
             results = await wait_or_disconnect(request, futures)
@@ -234,6 +242,7 @@ EMBED_OPENAPI: dict[str, object] = {
             "application/json": {"schema": EmbedRequest.model_json_schema()},
             "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }

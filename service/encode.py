@@ -21,10 +21,12 @@ import numpy as np
 import orjson
 
 from jepa.contract import OUTPUT_SPECS, OUTPUTS
+from service.accept import choose
 from service.errors import NotAcceptable
 from service.image_queue import Result
 from service.schemas import EmbedOptions
 
+JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
 BINARY_TYPES = {
     "application/vnd.safetensors": "safetensors",
     "application/x-npz": "npz",
@@ -41,17 +43,20 @@ class ModelFacts:
 
 
 def negotiate(accept: str | None, options: EmbedOptions) -> str:
-    """``json``, ``safetensors``, ``npz`` or ``npy`` from the ``Accept`` header (first match wins)."""
-    for part in (accept or "").split(","):
-        kind = BINARY_TYPES.get(part.split(";")[0].strip().lower())
-        if kind == "npy" and options.outputs != ("global",):
-            raise NotAcceptable(
-                "application/x-npy holds one array (embedding); for other outputs use application/x-npz "
-                "or application/vnd.safetensors"
-            )
-        if kind is not None:
-            return kind
-    return "json"
+    """``json``, ``safetensors``, ``npz`` or ``npy`` for the ``Accept`` header (RFC 9110:
+    weights, wildcards, the most specific range; :mod:`service.accept`); 406 when none fits."""
+    one_array = options.outputs == ("global",)  # .npy holds one array: the embedding
+    offers = [JSON_TYPE, *(t for t, kind in BINARY_TYPES.items() if one_array or kind != "npy")]
+    chosen = choose(accept, offers)
+    if chosen is not None:
+        return BINARY_TYPES.get(chosen, "json")
+    if not one_array and choose(accept, [*offers, NPY_TYPE]) == NPY_TYPE:
+        raise NotAcceptable(
+            "application/x-npy holds one array (embedding); for other outputs use application/x-npz "
+            "or application/vnd.safetensors"
+        )
+    shown = (accept or "")[:200]
+    raise NotAcceptable(f"Accept: {shown} allows none of the response types: {', '.join(offers)}")
 
 
 def gather_arrays(results: list[Result], options: EmbedOptions) -> dict[str, np.ndarray]:

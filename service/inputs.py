@@ -1,7 +1,8 @@
 """Turn a ``POST /embed`` request into ``(image files as bytes, options)``, enforcing the limits.
 
 Three body forms: ``multipart/form-data`` (files in field ``image``, options as query
-parameters), a raw ``image/*`` body (options as query parameters), and JSON (:class:`EmbedRequest`,
+parameters), a raw body (``image/*``, ``application/octet-stream`` or no Content-Type; options as
+query parameters; the format is sniffed from the bytes), and JSON (:class:`EmbedRequest`,
 options inside; query parameters are refused so nothing is silently ignored).
 """
 
@@ -15,9 +16,10 @@ from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import (
+    ClientClosed,
     InvalidParameters,
     InvalidRequest,
     PayloadTooLarge,
@@ -44,12 +46,21 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_bytes}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as e:  # the client's doing: its own outcome, no traceback, no 500
+        raise ClientClosed(f"the client disconnected after sending {size} bytes of the body") from e
     return b"".join(chunks)
+
+
+# A raw body in any of these is one image file whose format is sniffed from its bytes (the
+# declared image/* subtype is not trusted either). application/octet-stream is what many HTTP
+# clients send for bytes; some send no Content-Type at all.
+RAW_TYPES = ("application/octet-stream", "")
 
 
 def media_type(request: Request) -> str:
@@ -73,15 +84,18 @@ async def parse_embed_request(
     if kind == "multipart/form-data":
         options = options_from_query(request)
         return await files_from_multipart(request, limits), options
-    if kind.startswith("image/"):
+    if kind.startswith("image/") or kind in RAW_TYPES:
         options = options_from_query(request)
         body = await read_body(request, limits)
         if not body:
             raise InvalidRequest("empty body: send the image file as the request body")
         return [body], options
-    shown = kind or "none"
+    hint = ""
+    if kind == "application/x-www-form-urlencoded":  # what `curl --data-binary @photo.jpg` sends by default
+        hint = " (curl sends this for --data-binary: add -H 'Content-Type: application/octet-stream')"
     raise UnsupportedMediaType(
-        f"Content-Type {shown} is not supported: use multipart/form-data, image/*, or application/json"
+        f"Content-Type {kind} is not supported: use multipart/form-data, image/*, application/octet-stream "
+        f"or application/json{hint}"
     )
 
 

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level."
     )
+    access_log: Literal["plain", "json", "off"] = Field(
+        "plain",
+        description="One line per request (method, path, status, images, bytes in/out, ms, client, request id; "
+        "never bodies or headers): plain text, one JSON object per line on stdout, or off. Logged at INFO.",
+    )
     # -- batching --
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one inference call.")
     max_wait_ms: float = Field(
@@ -140,7 +145,12 @@ class Settings(BaseSettings):
         "worth trying on a host with many cores per GPU. Costs a copy of each file and of its pixels "
         "between processes, and a few tens of MB per process.",
     )
-    decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
+    decode_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest decode of one image, timed from its start, before a 400. An image that waits this "
+        "long for a free decode thread or process gets 503 with Retry-After instead (the server is busy).",
+    )
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.decode_procs import DecodeProcesses
+from service.decode_slots import DecodeSlots
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -26,6 +27,7 @@ class AppState:
     model_path: str
     metrics: Metrics
     decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
+    decode_slots: DecodeSlots  # one image per decode thread/process: a decode is timed from its start
     decode_processes: DecodeProcesses | None = None
     runtime: Runtime | None = None  # set once, by the lifespan, when the model is loaded and warmed
     draining: bool = False
