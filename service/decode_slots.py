@@ -15,7 +15,7 @@ its slot too, and the pool is never oversubscribed behind the timers' backs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Protocol
 
@@ -26,9 +26,14 @@ from service.errors import InvalidImage, Overloaded
 
 
 class Decoder(Protocol):
-    """Decodes off the event loop in another process (:class:`service.decode_procs.DecodeProcesses`)."""
+    """Decodes off the event loop in another process (:class:`service.decode_procs.DecodeProcesses`).
 
-    async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray: ...
+    ``on_start`` is called each time a worker is about to begin this image (again after a crashed
+    pool was replaced and restarted), so that restarting a pool is not counted as decoding."""
+
+    async def decode(
+        self, data: bytes, index: int, options: DecodeOptions, on_start: Callable[[], None]
+    ) -> np.ndarray: ...
 
 
 class DecodeSlots:
@@ -52,17 +57,31 @@ class DecodeSlots:
 
     async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
         await self._take_slot(index)
+        started = asyncio.Event()  # set each time a worker begins this image
         try:
-            work = asyncio.ensure_future(self._start(data, index, options))
+            work = asyncio.ensure_future(self._start(data, index, options, started.set))
         except BaseException:  # the pool is shut down: no work started, so the slot is free again
             self._slots.release()
             raise
         work.add_done_callback(self._give_back)
-        try:
-            # shield: a timed-out wait must not mark the work done while its thread still runs
-            return await asyncio.wait_for(asyncio.shield(work), self.timeout_s)
-        except asyncio.TimeoutError as e:
-            raise InvalidImage(f"image {index} took longer than {self.timeout_s:g} s to decode", index=index) from e
+        return await self._timed(work, started, index)
+
+    async def _timed(self, work: asyncio.Future[np.ndarray], started: asyncio.Event, index: int) -> np.ndarray:
+        """``work``'s result, allowing ``timeout_s`` from the latest start (a retry in a restarted
+        process pool starts the clock again). ``asyncio.wait`` never cancels ``work``: a runaway
+        decode keeps its slot until it really ends."""
+        while True:
+            begun = asyncio.ensure_future(started.wait())
+            await asyncio.wait({work, begun}, return_when=asyncio.FIRST_COMPLETED)
+            begun.cancel()
+            if work.done():
+                return work.result()
+            started.clear()
+            await asyncio.wait({work}, timeout=self.timeout_s)
+            if work.done():
+                return work.result()
+            if not started.is_set():  # no restart meanwhile: the decode itself overran
+                raise InvalidImage(f"image {index} took longer than {self.timeout_s:g} s to decode", index=index)
 
     async def _take_slot(self, index: int) -> None:
         try:
@@ -74,10 +93,14 @@ class DecodeSlots:
                 headers={"Retry-After": str(self.retry_after_s)},
             ) from e
 
-    def _start(self, data: bytes, index: int, options: DecodeOptions) -> Awaitable[np.ndarray]:
+    def _start(
+        self, data: bytes, index: int, options: DecodeOptions, on_start: Callable[[], None]
+    ) -> Awaitable[np.ndarray]:
         if isinstance(self.pool, Executor):
-            return asyncio.get_running_loop().run_in_executor(self.pool, decode_image, data, index, options)
-        return self.pool.decode(data, index, options)
+            future = asyncio.get_running_loop().run_in_executor(self.pool, decode_image, data, index, options)
+            on_start()  # a slot is a free thread: it starts now
+            return future
+        return self.pool.decode(data, index, options, on_start)
 
     def _give_back(self, work: asyncio.Future[np.ndarray]) -> None:
         self._slots.release()
