@@ -1,4 +1,4 @@
-"""The I-JEPA core shared by training, export and the service.
+"""The JEPA core (I-JEPA images, V-JEPA 2 video and images) shared by training, export and the service.
 
 ``load_encoder`` reads any supported model source; ``build_encoder`` makes a fresh one;
 ``save_model_dir`` writes our directory format. Torch-dependent names are imported lazily, so
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jepa.config import SIZES, Architecture, ModelConfig, Preprocess, Provenance
+from jepa.config import SIZES, Architecture, ModelConfig, Preprocess, Provenance, Temporal
 from jepa.errors import CheckpointError, ConfigError, JepaError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from jepa.vit import Encoder
+    from jepa.vjepa2 import VideoEncoder
 
 __all__ = [
     "SIZES",
@@ -27,7 +28,10 @@ __all__ = [
     "ModelConfig",
     "Preprocess",
     "Provenance",
+    "Temporal",
+    "VideoEncoder",
     "build_encoder",
+    "build_video_encoder",
     "load_encoder",
     "save_model_dir",
 ]
@@ -40,18 +44,21 @@ def load_encoder(
     num_heads: int | None = None,
     device: str = "cpu",
     verify: bool = True,
-) -> Encoder:
-    """Load a model directory, an official ``.pth.tar`` or an HF ``IJepaModel`` directory.
+    image_size: int | None = None,
+) -> Encoder | VideoEncoder:
+    """Load a model directory, an official ``.pth.tar``/``.pt`` or an HF ``IJepaModel``/``VJEPA2Model`` directory.
 
     Official checkpoints give their ``target_encoder`` (what the paper evaluates) unless
     ``encoder="encoder"`` asks for the context encoder; ``num_heads`` overrides the head count
-    inferred from the width. Returns the encoder in eval mode.
+    inferred from the width; ``image_size`` is the crop of a V-JEPA 2 ``.pt`` (not recorded in it;
+    default 256, use 384 for ViT-g/16-384). Returns the encoder in eval mode.
     """
     from jepa.formats import load
 
     if encoder not in ("target_encoder", "encoder"):
         raise ValueError(f"encoder must be 'target_encoder' or 'encoder', got {encoder!r}")
-    return load(source, encoder=encoder, num_heads=num_heads, verify=verify).to(device)  # type: ignore[arg-type]
+    model = load(source, encoder=encoder, num_heads=num_heads, verify=verify, image_size=image_size)
+    return model.to(device)  # type: ignore[arg-type]
 
 
 def build_encoder(
@@ -63,7 +70,7 @@ def build_encoder(
     preprocess: Preprocess | None = None,
     **overrides: int,
 ) -> Encoder:
-    """A randomly initialised encoder of a named size (``tiny`` .. ``giant``)."""
+    """A randomly initialised I-JEPA encoder of a named size (``tiny`` .. ``giant``)."""
     from jepa.config import architecture_for
     from jepa.vit import Encoder, init_weights
 
@@ -74,6 +81,34 @@ def build_encoder(
         preprocess=preprocess or Preprocess(resize_size=image_size),
     )
     model = Encoder(config)
+    init_weights(model)
+    return model.eval()
+
+
+def build_video_encoder(
+    size: str = "tiny",
+    *,
+    patch_size: int = 16,
+    image_size: int = 256,
+    temporal: Temporal | None = None,
+    name: str | None = None,
+    preprocess: Preprocess | None = None,
+    **overrides: int,
+) -> VideoEncoder:
+    """A randomly initialised V-JEPA 2 encoder of a named size (``large``, ``huge``, ``giant``, ...)."""
+    from jepa.config import architecture_for, vjepa2_preprocess
+    from jepa.vit import init_weights
+    from jepa.vjepa2 import VideoEncoder
+
+    arch = architecture_for(size, patch_size=patch_size, image_size=image_size, family="vjepa2", **overrides)
+    config = ModelConfig(
+        name=name or f"vjepa2-vit-{size}-{patch_size}-{image_size}",
+        family="vjepa2",
+        architecture=arch,
+        temporal=temporal or Temporal(),
+        preprocess=preprocess or vjepa2_preprocess(image_size),
+    )
+    model = VideoEncoder(config)
     init_weights(model)
     return model.eval()
 
@@ -90,4 +125,8 @@ def __getattr__(name: str) -> Any:
         from jepa.vit import Encoder
 
         return Encoder
+    if name == "VideoEncoder":
+        from jepa.vjepa2 import VideoEncoder
+
+        return VideoEncoder
     raise AttributeError(f"module 'jepa' has no attribute {name!r}")
