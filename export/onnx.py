@@ -6,7 +6,9 @@ shape ops; the legacy TorchScript exporter also works but recomputes the attenti
 layer (``Shape``/``Cast``/``Sqrt``). The dynamo exporter emits opset 18 natively and its down-
 conversion to 17 fails on ``ReduceMean``'s axes input, so 18 is our default (ONNX Runtime and
 TensorRT >= 8.6 read it). The spatial size is fixed to the model's ``image_size``, so the position
-table is a constant in the graph; only the batch axis is dynamic.
+table is a constant in the graph; only the batch axis is dynamic. A V-JEPA 2 graph takes clips
+``[batch, frames_per_clip, 3, S, S]`` (its RoPE tables become constants the same way); the service
+feeds images to it as still clips.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class EmbeddingHead(nn.Module):
 
 
 class Uint8Head(nn.Module):
-    """``images [B, S, S, 3]`` uint8 RGB -> the same outputs, with the model's normalisation inside."""
+    """``images [B, S, S, 3]`` (clips: ``[B, T, S, S, 3]``) uint8 RGB -> the same outputs, with the
+    model's normalisation inside."""
 
     def __init__(self, head: EmbeddingHead, mean: Iterable[float], std: Iterable[float]) -> None:
         super().__init__()
@@ -71,7 +74,7 @@ class Uint8Head(nn.Module):
         )
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        x = images.permute(0, 3, 1, 2).float()  # [B, 3, S, S]
+        x = images.movedim(-1, -3).float()  # [B, 3, S, S] or [B, T, 3, S, S]
         return self.head(x * self.scale - self.shift)
 
 
@@ -85,10 +88,12 @@ def build_head(encoder: Encoder, *, dtype: Dtype = "float32", uint8_input: bool 
 
 
 def example_input(encoder: Encoder, batch: int = 2, *, uint8_input: bool = False) -> Tensor:
-    s = encoder.config.image_size
+    """Images ``[B, 3, S, S]``, or for a video model clips ``[B, T, 3, S, S]`` of ``frames_per_clip``."""
+    s, temporal = encoder.config.image_size, encoder.config.temporal
+    lead = (batch,) if temporal is None else (batch, temporal.frames_per_clip)
     if uint8_input:
-        return torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8)
-    return torch.randn(batch, 3, s, s)
+        return torch.randint(0, 256, (*lead, s, s, 3), dtype=torch.uint8)
+    return torch.randn(*lead, 3, s, s)
 
 
 def export_onnx(

@@ -100,7 +100,7 @@ def produce(encoder: Encoder, spec: GraphSpec, staging: Path, photos: Photos) ->
     data = path.with_name(path.name + ".data")
     return {
         "dtype": spec.dtype,
-        "input": "images uint8 [batch,S,S,3]" if spec.uint8_input else "pixel_values float32 [batch,3,S,S]",
+        "input": graph_input(encoder, spec.uint8_input),
         "export_seconds": round(seconds, 2),
         "bytes": path.stat().st_size + (data.stat().st_size if data.is_file() else 0),
         "external_data": data.name if data.is_file() else None,
@@ -109,6 +109,13 @@ def produce(encoder: Encoder, spec: GraphSpec, staging: Path, photos: Photos) ->
         "summary": summary,
         "checks": records,
     }
+
+
+def graph_input(encoder: Encoder, uint8_input: bool) -> str:
+    """The graph's input as export.json describes it (clips of ``frames_per_clip`` for video models)."""
+    temporal = encoder.config.temporal
+    lead = "batch" if temporal is None else f"batch,{temporal.frames_per_clip}"
+    return f"images uint8 [{lead},S,S,3]" if uint8_input else f"pixel_values float32 [{lead},3,S,S]"
 
 
 def versions() -> dict[str, str]:
@@ -135,7 +142,7 @@ def report_header(encoder: Encoder, opts: ExportOptions, photos: Photos) -> dict
         "model": config.name,
         "source": str(opts.source),
         "image_size": config.image_size,
-        "num_patches": config.architecture.num_patches,
+        "num_patches": num_tokens(encoder),
         "embed_dim": config.embed_dim,
         "exporter": EXPORTER,
         "opset": opts.opset,
@@ -143,6 +150,14 @@ def report_header(encoder: Encoder, opts: ExportOptions, photos: Photos) -> dict
         "versions": versions(),
         "verification_images": {"source": photos.source, "names": list(photos.names)},
     }
+
+
+def num_tokens(encoder: Encoder) -> int:
+    """Tokens per input: the patch grid, times the clip's tubelets for a video model."""
+    temporal = encoder.config.temporal
+    if temporal is None:
+        return encoder.config.architecture.num_patches
+    return temporal.frames_per_clip // temporal.tubelet_size * encoder.config.architecture.num_patches
 
 
 def run_export(encoder: Encoder, opts: ExportOptions, step: Callable[[str], None] = lambda _: None) -> dict:

@@ -27,7 +27,9 @@ def axis_dim(head_dim: int) -> int:
 def rope_tables(grid: tuple[int, int, int], head_dim: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
     """``cos, sin [N, head_dim]`` for the row-major (t, h, w) tokens of ``grid``.
 
-    Channels past the three rotated slices get cos 1 and sin 0 (left as they are).
+    ``sin`` carries each pair's sign (minus on the first channel of a pair), so :func:`rotate`
+    needs no negation (one operator fewer in exported graphs). Channels past the three rotated
+    slices get cos 1 and sin 0 (left as they are).
     """
     t, h, w = grid
     d = axis_dim(head_dim)
@@ -38,15 +40,17 @@ def rope_tables(grid: tuple[int, int, int], head_dim: int, device: torch.device 
     angles = torch.cat([torch.cat([a, a], dim=1) for a in angles], dim=1)  # [N, 3d], each half tiled
     rest = head_dim - 3 * d
     cos = F.pad(angles.cos(), (0, rest), value=1.0)
-    sin = F.pad(angles.sin(), (0, rest), value=0.0)
+    sign = torch.tensor([-1.0, 1.0], device=device).repeat(3 * d // 2)
+    sin = F.pad(angles.sin() * sign, (0, rest), value=0.0)
     return cos, sin
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``x [B, H, N, Dh]`` rotated pairwise: ``(a, b) -> (a cos - b sin, b cos + a sin)``."""
+    """``x [B, H, N, Dh]`` rotated pairwise: ``(a, b) -> (a cos - b sin, b cos + a sin)`` (the
+    minus is in ``sin``, see :func:`rope_tables`)."""
     pairs = x.unflatten(-1, (-1, 2))
-    turned = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return x * cos + turned * sin
+    swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return x * cos + swapped * sin
 
 
 class RopeAttention(nn.Module):
