@@ -89,11 +89,10 @@ def build_head(encoder: Encoder, *, dtype: Dtype = "float32", uint8_input: bool 
 
 def example_input(encoder: Encoder, batch: int = 2, *, uint8_input: bool = False) -> Tensor:
     """Images ``[B, 3, S, S]``, or for a video model clips ``[B, T, 3, S, S]`` of ``frames_per_clip``."""
-    s, temporal = encoder.config.image_size, encoder.config.temporal
-    lead = (batch,) if temporal is None else (batch, temporal.frames_per_clip)
+    config = encoder.config
     if uint8_input:
-        return torch.randint(0, 256, (*lead, s, s, 3), dtype=torch.uint8)
-    return torch.randn(*lead, 3, s, s)
+        return torch.randint(0, 256, (batch, *config.pixel_shape), dtype=torch.uint8)
+    return torch.randn(batch, *config.input_shape)
 
 
 def export_onnx(

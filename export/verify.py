@@ -116,16 +116,14 @@ def check_graph_against_torch(
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     config = encoder.config
     rng = np.random.default_rng(seed)
-    s = config.image_size
     frames = config.temporal.frames_per_clip if config.temporal is not None else None
-    lead = (lambda b: (b,)) if frames is None else (lambda b: (b, frames))
     records = []
     for kind in ("random", "photos"):
         for batch in BATCH_SIZES:
             if kind == "photos":
                 pixels = photos.pixels[:batch] if frames is None else panning_clips(photos.pixels[:batch], frames)
             else:
-                pixels = rng.integers(0, 256, (*lead(batch), s, s, 3), dtype=np.uint8)
+                pixels = rng.integers(0, 256, (batch, *config.pixel_shape), dtype=np.uint8)
             normalised = (normalize if frames is None else normalize_clips)(pixels, config.preprocess)
             if kind == "random" and not uint8_input:
                 normalised = rng.standard_normal(normalised.shape).astype(np.float32)

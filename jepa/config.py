@@ -173,6 +173,25 @@ class ModelConfig(_Frozen):
     def is_video(self) -> bool:
         return self.temporal is not None
 
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """One input's prepared pixels, uint8: ``[S, S, 3]``, or a video model's clip ``[T, S, S, 3]``."""
+        s = self.image_size
+        return (s, s, 3) if self.temporal is None else (self.temporal.frames_per_clip, s, s, 3)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One input as the model (and its exported graph) takes it: ``[3, S, S]`` or ``[T, 3, S, S]``."""
+        s = self.image_size
+        return (3, s, s) if self.temporal is None else (self.temporal.frames_per_clip, 3, s, s)
+
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        """The output tokens' grid: ``(H', W')``, or ``(T', H', W')`` for a clip of ``frames_per_clip``."""
+        if self.temporal is None:
+            return self.grid
+        return (self.temporal.frames_per_clip // self.temporal.tubelet_size, *self.grid)
+
 
 def architecture_for(
     size: str, *, patch_size: int, image_size: int, family: Family = "ijepa", **overrides: int
