@@ -16,14 +16,16 @@ from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
 from jepa.preprocess import normalize
+from jepa.video_preprocess import normalize_clips
 from service import auth
 from service.backends import load_backend
 from service.batcher import Batcher, BatchLimits, Result
-from service.decode import DecodeOptions, decode_all
+from service.decode import DecodeOptions
 from service.decode_procs import DecodeProcesses
 from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
+from service.media import decode_inputs, video_options
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
@@ -39,13 +41,15 @@ async def start(state: AppState) -> None:
     loop = asyncio.get_running_loop()
     backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
     config = backend.config
-    norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
+    norm_fn = normalize_clips if config.is_video else normalize  # images [B, S, S, 3] or clips [B, T, S, S, 3]
+    norm = None if backend.info.input_kind == "uint8" else partial(norm_fn, config=config.preprocess)
     limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
     state.batcher = Batcher(backend, limits, norm, state.metrics)
     state.decode_options = DecodeOptions(
         config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
     )
-    state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
+    state.video_options = video_options(config, s)
+    state.facts = ModelFacts(config.name, config.embed_dim, config.token_grid)
     state.metrics.model.info(
         {
             "model": config.name,
@@ -152,7 +156,14 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             assert decode_options is not None and state.facts is not None
             with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
                 decoder = state.decode_processes or state.decode_pool
-                pixels = await decode_all(blobs, decode_options, decoder, state.settings.decode_timeout_s)
+                pixels = await decode_inputs(
+                    blobs,
+                    decode_options,
+                    state.video_options,
+                    decoder,
+                    state.decode_pool,
+                    state.settings.decode_timeout_s,
+                )
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = batcher.submit(pixels, options.want_patch)
             results = await wait_or_disconnect(request, futures)
@@ -177,7 +188,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
     m.images.labels("ok").inc(count)
     m.request_seconds.observe(time.perf_counter() - started)
     facts = state.facts
-    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": f"{facts.grid[0]},{facts.grid[1]}"}
+    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": ",".join(map(str, facts.grid))}
     return Response(body, media_type=media, headers=headers)
 
 
@@ -209,7 +220,9 @@ def describe(state: AppState) -> dict[str, object]:
         "model": config.name,
         "model_path": state.model_path,
         "dim": config.embed_dim,
-        "grid": list(config.grid),
+        "grid": list(config.token_grid),
+        "family": config.family,
+        "temporal": config.temporal.model_dump(mode="json") if config.temporal is not None else None,
         "patch_size": config.patch_size,
         "image_size": config.image_size,
         "preprocess": config.preprocess.model_dump(mode="json"),
@@ -237,6 +250,10 @@ def describe(state: AppState) -> dict[str, object]:
             "decode_processes": s.decode_processes,
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
+            "video_max_pixels": s.video_max_pixels,
+            "video_max_frames": s.video_max_frames,
+            "video_max_duration_s": s.video_max_duration_s,
+            "video_timeout_s": s.video_timeout_s,
         },
         "ready": state.not_ready_reason() is None,
     }
@@ -260,6 +277,7 @@ EMBED_OPENAPI: dict[str, object] = {
             "application/json": {"schema": EmbedRequest.model_json_schema()},
             "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "video/*": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }

@@ -135,8 +135,7 @@ class Batcher:
     async def warmup(self) -> None:
         """A full batch through every inference thread at once (and the wide mode, when there is
         one), so no request pays a start-up cost."""
-        size = self.backend.config.image_size
-        pixels = np.zeros((self.limits.max_batch_size, size, size, 3), dtype=np.uint8)
+        pixels = np.zeros((self.limits.max_batch_size, *self.backend.config.pixel_shape), dtype=np.uint8)
         batch = self._assemble(list(pixels))
         loop = asyncio.get_running_loop()
         run = self.backend.run
@@ -160,11 +159,11 @@ class Batcher:
 
     def _probe_sizes(self, budget_s: float) -> tuple[dict[int, float], bool]:
         """ms per image (median of 3 calls) at batch 1, 2, 4, ..., and whether it rose past the best."""
-        size = self.backend.config.image_size
+        shape = self.backend.config.pixel_shape  # [S, S, 3], or a video model's [T, S, S, 3]
         costs: dict[int, float] = {}
         spent, b = 0.0, 1
         while b <= self.limits.max_batch_size and spent < budget_s:
-            batch = self._assemble([np.zeros((size, size, 3), dtype=np.uint8)] * b)
+            batch = self._assemble([np.zeros(shape, dtype=np.uint8)] * b)
             times = []
             for _ in range(3):
                 t0 = time.perf_counter()

@@ -64,7 +64,7 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
     if kind == "multipart/form-data":
         options = options_from_query(request)
         return await files_from_multipart(request, settings), options
-    if kind.startswith("image/"):
+    if kind.startswith(("image/", "video/")):  # video/*: for video models (service/media.py)
         options = options_from_query(request)
         body = await read_body(request, settings)
         if not body:
@@ -72,7 +72,7 @@ async def parse_embed_request(request: Request, settings: Settings, pool: Execut
         return [body], options
     shown = kind or "none"
     raise UnsupportedMediaType(
-        f"Content-Type {shown} is not supported: use multipart/form-data, image/*, or application/json"
+        f"Content-Type {shown} is not supported: use multipart/form-data, image/*, video/*, or application/json"
     )
 
 
@@ -125,7 +125,7 @@ def decode_base64(item: str, index: int) -> bytes:
         if not sep or not header.endswith(";base64"):
             raise InvalidRequest(f"image {index}: data URI must look like data:image/...;base64,<data>", index=index)
         mime = header[5:].split(";")[0].lower()
-        if mime and not mime.startswith("image/"):
+        if mime and not mime.startswith(("image/", "video/")):
             raise UnsupportedMediaType(f"image {index}: data URI type {mime} is not an image type", index=index)
         item = payload
     try:
@@ -172,10 +172,10 @@ async def files_from_multipart(request: Request, settings: Settings) -> list[byt
         raise InvalidParameters(f"too many images in one request; the limit is {limit}") from e
     except MultipartError as e:
         raise InvalidRequest(f"malformed multipart body: {e}") from e
-    unknown = sorted({p.name for p in parts} - {"image"})
+    unknown = sorted({p.name for p in parts} - {"image", "video"})  # "video": the same files, by another name
     if unknown:
         raise InvalidParameters(f"unknown form fields {unknown}: files go in 'image', options in the query string")
-    images = [p for p in parts if p.name == "image"]
+    images = [p for p in parts if p.name in ("image", "video")]
     if not images:
         raise InvalidRequest("no files in the multipart field 'image'")
     if len(images) > limit:

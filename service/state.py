@@ -20,6 +20,7 @@ from service.encode import ModelFacts
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
 from service.settings import Settings
+from service.video import VideoOptions
 
 
 @dataclass
@@ -31,6 +32,7 @@ class AppState:
     decode_processes: DecodeProcesses | None = None
     batcher: Batcher | None = None
     decode_options: DecodeOptions | None = None
+    video_options: VideoOptions | None = None  # a video model's clips (None: an image model)
     facts: ModelFacts | None = None
     warmed: bool = False
     draining: bool = False

@@ -43,10 +43,10 @@ class TorchBackend:
         self.config = encoder.config
         self.encoder = encoder.to(device=self.device, dtype=self.dtype).eval()
         pre = encoder.config.preprocess
-        self._mean = torch.tensor(pre.mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
-        self._std = torch.tensor(pre.std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self._mean = torch.tensor(pre.mean, dtype=torch.float32, device=self.device).reshape(3, 1, 1)
+        self._std = torch.tensor(pre.std, dtype=torch.float32, device=self.device).reshape(3, 1, 1)
         self._graphs: GraphSet | None = None
-        if settings.cuda_graphs and self.device.type == "cuda" and self.workers == 1:
+        if settings.cuda_graphs and self.device.type == "cuda" and self.workers == 1 and not self.config.is_video:
             # graphs replay one batch at a time from one shared memory pool: one worker only
             sizes = bucket_sizes(settings.max_batch_size)
             self._graphs = GraphSet(self._forward, sizes, self.config.image_size, self.device)
@@ -82,7 +82,8 @@ class TorchBackend:
         return self._normalize(torch.from_numpy(batch).to(self.device))
 
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        # [B, S, S, 3] -> [B, 3, S, S]; a video model's clips [B, T, S, S, 3] -> [B, T, 3, S, S]
+        x = pixels.movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format)
         x *= 1.0 / 255.0
         x -= self._mean
         x /= self._std
