@@ -240,3 +240,14 @@ def test_bad_input_shapes_raise_value_errors(shape):
     model = jepa.build_video_encoder("tiny", image_size=32, depth=1)
     with pytest.raises(ValueError):
         model(torch.randn(*shape))
+
+
+def test_hf_video_classifier_directory_serves_its_encoder(tmp_path):
+    """``VJEPA2ForVideoClassification`` wraps the model as ``vjepa2.`` beside a pooler and a head."""
+    config = transformers.VJEPA2Config(**PREDICTOR, **SHAPES[0], num_labels=3)
+    torch.manual_seed(4)
+    classifier = transformers.VJEPA2ForVideoClassification(config).eval()
+    randomize(classifier, 4)
+    classifier.save_pretrained(tmp_path / "clf")
+    model = jepa.load_encoder(tmp_path / "clf")
+    assert_parity(model, classifier.vjepa2)
