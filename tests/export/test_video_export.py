@@ -51,8 +51,7 @@ def test_export_json_records_clip_inputs_and_passing_checks(video_export):
     assert report["num_patches"] == FRAMES // 2 * 2 * 2
     graphs = report["graphs"]
     assert set(graphs) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.uint8.onnx"}
-    assert graphs["model.onnx"]["input"] == f"pixel_values float32 [batch,{FRAMES},3,S,S]"
-    assert graphs["model.uint8.onnx"]["input"] == f"images uint8 [batch,{FRAMES},S,S,3]"
+    assert graphs["model.onnx"]["input"] == "float" and graphs["model.uint8.onnx"]["input"] == "uint8"
     assert graphs["model.onnx"]["summary"]["max_rel"] < 1e-4
     assert graphs["model.fp16.onnx"]["summary"]["max_rel"] < 1e-2
     assert graphs["model.int8.onnx"]["summary"]["photos_global_cos_mean"] >= 0.99
@@ -78,6 +77,7 @@ def test_uint8_graph_normalises_clips_inside(video_export):
     out, _, encoder = video_export
     session = ort.InferenceSession(str(out / "model.uint8.onnx"), providers=["CPUExecutionProvider"])
     pixels = clips(2, seed=7)
+    assert session.get_inputs()[0].shape[1:] == [FRAMES, 32, 32, 3]
     (tokens,) = session.run(["patch_embeddings"], {"images": pixels})
     assert rel(torch_tokens(encoder, pixels), tokens) < 1e-4
 
