@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.decode_processes or settings.decode_pool_size(),
         settings.decode_timeout_s,
         settings.retry_after_s,
+        threads=pool,
     )
     state = AppState(
         settings, settings.resolved_model(), Metrics.create(settings.max_batch_size), pool, slots, processes
@@ -126,7 +127,7 @@ async def handle_embed(request: Request, state: AppState, limits: RequestLimits)
             check_outputs(options, runtime)
             t = time.perf_counter()
             with runtime.batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                pixels = await state.decode_slots.decode_all(blobs, runtime.decode_options)
+                pixels = await state.decode_slots.decode_all(blobs, runtime.decode_options, runtime.video_options)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = runtime.batcher.submit(pixels, frozenset(options.outputs))
             results = await wait_or_disconnect(request, futures)
@@ -151,7 +152,7 @@ async def handle_embed(request: Request, state: AppState, limits: RequestLimits)
     m.requests.labels("ok").inc()
     m.images.labels("ok").inc(count)
     m.request_seconds.observe(time.perf_counter() - started)
-    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": f"{facts.grid[0]},{facts.grid[1]}"}
+    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": ",".join(map(str, facts.grid))}
     return Response(body, media_type=media, headers=headers)
 
 
@@ -195,7 +196,9 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
         "dim": config.embed_dim,
         "multilayer_dim": runtime.facts.multilayer_dim,
         "outputs": sorted(runtime.backend.outputs),
-        "grid": list(config.grid),
+        "grid": list(config.token_grid),
+        "family": config.family,
+        "temporal": config.temporal.model_dump(mode="json") if config.temporal is not None else None,
         "patch_size": config.patch_size,
         "image_size": config.image_size,
         "preprocess": config.preprocess.model_dump(mode="json"),
@@ -223,6 +226,10 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
             "decode_processes": s.decode_processes,
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
+            "video_max_pixels": s.video_max_pixels,
+            "video_max_frames": s.video_max_frames,
+            "video_max_duration_s": s.video_max_duration_s,
+            "video_timeout_s": s.video_timeout_s,
         },
         "ready": state.not_ready_reason() is None,
     }
@@ -243,6 +250,7 @@ EMBED_OPENAPI: dict[str, object] = {
             "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "video/*": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }

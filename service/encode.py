@@ -38,7 +38,7 @@ BINARY_TYPES = {
 class ModelFacts:
     name: str
     dim: int
-    grid: tuple[int, int]
+    grid: tuple[int, ...]  # (H', W'), or a video model's (T', H', W')
     multilayer_dim: int
 
 
@@ -79,7 +79,7 @@ def encode(kind: str, arrays: dict[str, np.ndarray], facts: ModelFacts, options:
     if kind == "safetensors":
         from safetensors.numpy import save
 
-        meta = {"model": facts.name, "dim": str(facts.dim), "grid": f"{facts.grid[0]},{facts.grid[1]}"}
+        meta = {"model": facts.name, "dim": str(facts.dim), "grid": ",".join(map(str, facts.grid))}
         return save(arrays, metadata=meta), "application/vnd.safetensors"
     if kind == "npz":
         buf = io.BytesIO()
@@ -94,7 +94,11 @@ def encode(kind: str, arrays: dict[str, np.ndarray], facts: ModelFacts, options:
 
 def encode_results(kind: str, results: list[Result], facts: ModelFacts, options: EmbedOptions) -> tuple[bytes, str]:
     """Per-image results -> ``(body, media type)``; CPU work, run in the pool."""
-    return encode(kind, gather_arrays(results, options), facts, options)
+    arrays = gather_arrays(results, options)
+    if len(facts.grid) == 3 and "patch_embeddings" in arrays:  # a clip's tokens as [T', H', W', D]
+        patches = arrays["patch_embeddings"]
+        arrays["patch_embeddings"] = patches.reshape(len(patches), *facts.grid, patches.shape[-1])
+    return encode(kind, arrays, facts, options)
 
 
 def encode_json(arrays: dict[str, np.ndarray], facts: ModelFacts, options: EmbedOptions) -> bytes:

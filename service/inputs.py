@@ -84,7 +84,7 @@ async def parse_embed_request(
     if kind == "multipart/form-data":
         options = options_from_query(request)
         return await files_from_multipart(request, limits), options
-    if kind.startswith("image/") or kind in RAW_TYPES:
+    if kind.startswith(("image/", "video/")) or kind in RAW_TYPES:  # video/*: for video models
         options = options_from_query(request)
         body = await read_body(request, limits)
         if not body:
@@ -94,8 +94,8 @@ async def parse_embed_request(
     if kind == "application/x-www-form-urlencoded":  # what `curl --data-binary @photo.jpg` sends by default
         hint = " (curl sends this for --data-binary: add -H 'Content-Type: application/octet-stream')"
     raise UnsupportedMediaType(
-        f"Content-Type {kind} is not supported: use multipart/form-data, image/*, application/octet-stream "
-        f"or application/json{hint}"
+        f"Content-Type {kind} is not supported: use multipart/form-data, image/*, video/*, "
+        f"application/octet-stream or application/json{hint}"
     )
 
 
@@ -148,7 +148,7 @@ def decode_base64(item: str, index: int) -> bytes:
         if not sep or not header.endswith(";base64"):
             raise InvalidRequest(f"image {index}: data URI must look like data:image/...;base64,<data>", index=index)
         mime = header[5:].split(";")[0].lower()
-        if mime and not mime.startswith("image/"):
+        if mime and not mime.startswith(("image/", "video/")):
             raise UnsupportedMediaType(f"image {index}: data URI type {mime} is not an image type", index=index)
         item = payload
     try:
@@ -195,10 +195,10 @@ async def files_from_multipart(request: Request, limits: RequestLimits) -> list[
         raise InvalidParameters(f"too many images in one request; the limit is {limit}") from e
     except MultipartError as e:
         raise InvalidRequest(f"malformed multipart body: {e}") from e
-    unknown = sorted({p.name for p in parts} - {"image"})
+    unknown = sorted({p.name for p in parts} - {"image", "video"})  # "video": the same files, by another name
     if unknown:
         raise InvalidParameters(f"unknown form fields {unknown}: files go in 'image', options in the query string")
-    images = [p for p in parts if p.name == "image"]
+    images = [p for p in parts if p.name in ("image", "video")]
     if not images:
         raise InvalidRequest("no files in the multipart field 'image'")
     if len(images) > limit:

@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         description="Longest decode of one image, timed from its start, before a 400. An image that waits this "
         "long for a free decode thread or process gets 503 with Retry-After instead (the server is busy).",
     )
+    # -- video (V-JEPA 2 models; service/video.py) --
+    video_max_pixels: int = Field(
+        4096 * 2304, ge=1, description="Largest video frame, in pixels (from the stream header and every frame; 413)."
+    )
+    video_max_frames: int = Field(3600, ge=1, description="Most frames in one video (counted by demuxing; 413).")
+    video_max_duration_s: float = Field(120.0, gt=0, description="Longest video, in seconds (413 beyond).")
+    video_timeout_s: float = Field(20.0, gt=0, description="Longest decode of one video before a 400.")
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "

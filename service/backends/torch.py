@@ -40,7 +40,7 @@ class TorchBackend:
         self.heads = EmbeddingHeads(encoder, uint8_input=True, dtype=DTYPES[plan.dtype]).to(self.device).eval()
         self._normalize = Normalize(self.config.preprocess.mean, self.config.preprocess.std).to(self.device)
         self._graphs: GraphSet | None = None
-        if plan.cuda_graphs:
+        if plan.cuda_graphs and not self.config.is_video:  # graphs are captured for image batches
             # every output is captured; run() copies off only those asked for
             self._graphs = GraphSet(self.heads, bucket_sizes(plan.max_batch_size), self.config.image_size, self.device)
         self.info = BackendInfo(

@@ -24,6 +24,7 @@ SCRIPT = textwrap.dedent(
     from jepa.formats import detect_format
     from jepa.formats.native import read_config
     from jepa.preprocess import normalize, prepare_image
+    from jepa.video_preprocess import normalize_clips, prepare_clip, sample_indices
 
     config = read_config(sys.argv[1])
     assert isinstance(config, ModelConfig) and detect_format(sys.argv[1]) == "native"
@@ -32,6 +33,8 @@ SCRIPT = textwrap.dedent(
     assert batch.shape == (1, 3, config.image_size, config.image_size), batch.shape
     assert read_record(sys.argv[1]) is None and "model.onnx" in GRAPH_FILES and "multilayer" in OUTPUT_SPECS
     assert Embeddings(batch).present() == {"global"}
+    clip = prepare_clip([image] * 2, config.preprocess, config.image_size)[None]
+    assert normalize_clips(clip, config.preprocess).shape[:2] == (1, 2) and len(sample_indices(9, 4, 2)) == 4
     try:
         jepa.load_encoder(sys.argv[1])
     except ImportError:
