@@ -1,10 +1,13 @@
 """``create_app(settings)``: the FastAPI app. Routes are thin: check limits, decode in the pool,
 ``batcher.submit``, await the futures, encode. Loading and warm-up happen in the lifespan, so
-uvicorn only listens once the model answers; ``/ready`` then reports the live state."""
+uvicorn only listens once the model answers -- except while the start-up optimisation builds
+graphs (minutes): then uvicorn listens at once, ``/health`` answers, ``/ready`` is 503 with the
+build's step, and loading follows the build in the background (:func:`prepare`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +20,7 @@ from starlette.responses import Response
 
 from jepa.preprocess import normalize
 from service import auth
-from service.backends import load_backend
+from service.backends import cuda_present, load_backend
 from service.batcher import Batcher, BatchLimits, Result
 from service.decode import DecodeOptions, decode_all
 from service.decode_procs import DecodeProcesses
@@ -25,6 +28,7 @@ from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
+from service.optimize import Optimizer
 from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
 from service.state import AppState
@@ -33,11 +37,51 @@ log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
 
 
-async def start(state: AppState) -> None:
-    """Load the backend (in a thread), start the batcher, warm it with a full batch."""
+async def prepare(state: AppState) -> asyncio.Task[None] | None:
+    """Optimise the source (service/optimize.py), then :func:`start`. Where a build is needed it
+    runs in a background task, returned, so uvicorn can listen meanwhile; otherwise (no build, or
+    a verified cache entry) everything completes here, so a broken model still fails start-up."""
+    loop = asyncio.get_running_loop()
+    state.optimizer = Optimizer(state.settings, state.model_path, cuda_present(state.settings))
+    done = await loop.run_in_executor(None, state.optimizer.check)
+    if done is None:
+        return asyncio.create_task(build_then_start(state, state.optimizer))
+    state.optimized = done.report
+    await start(state, done.model_path)
+    return None
+
+
+async def build_then_start(state: AppState, optimizer: Optimizer) -> None:
+    """The background start-up: build, load, warm. A failure is logged, latched (``/ready`` says
+    it) and reported to the CLI's server, which then exits non-zero."""
+    try:
+        done = await asyncio.get_running_loop().run_in_executor(None, optimizer.build)
+        state.optimized = done.report
+        await start(state, done.model_path)
+    except Exception as e:  # the task's top: nothing above it would see the error
+        log.error("start-up failed: %s: %s", type(e).__name__, e)
+        state.start_error = e
+        if state.on_start_failed is not None:
+            state.on_start_failed()
+
+
+async def stop_prepare(state: AppState, task: asyncio.Task[None] | None) -> None:
+    """Shutdown during a build: end the export process and the task."""
+    if task is None or task.done():
+        return
+    if state.optimizer is not None:
+        state.optimizer.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def start(state: AppState, model: str) -> None:
+    """Load the backend for ``model`` (in a thread), start the batcher, warm it with a full batch."""
     s = state.settings
     loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
+    state.serving_path = model
+    backend = await loop.run_in_executor(None, load_backend, s, model)
     config = backend.config
     norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
     limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
@@ -78,10 +122,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await start(state)
+        task = await prepare(state)
         try:
             yield
         finally:
+            await stop_prepare(state, task)
             await state.drain(settings.drain_timeout_s)
             if state.batcher is not None:
                 await state.batcher.close(settings.drain_timeout_s)
@@ -113,6 +158,8 @@ def add_routes(app: FastAPI, state: AppState) -> None:
 
     @app.get("/info", dependencies=[Depends(key)])
     async def info() -> dict[str, object]:
+        if state.batcher is None:  # still starting (e.g. building graphs): 503 saying which step
+            state.admit()
         return describe(state)
 
     @app.get(
@@ -207,7 +254,8 @@ def describe(state: AppState) -> dict[str, object]:
     config, info = batcher.backend.config, batcher.backend.info
     return {
         "model": config.name,
-        "model_path": state.model_path,
+        "model_path": state.serving_path,
+        "model_source": state.model_path,
         "dim": config.embed_dim,
         "grid": list(config.grid),
         "patch_size": config.patch_size,
@@ -238,6 +286,7 @@ def describe(state: AppState) -> dict[str, object]:
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
         },
+        "optimize": state.optimized,
         "ready": state.not_ready_reason() is None,
     }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,6 +19,7 @@ from service.decode_procs import DecodeProcesses
 from service.encode import ModelFacts
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
+from service.optimize import Optimizer
 from service.settings import Settings
 
 
@@ -35,11 +36,20 @@ class AppState:
     warmed: bool = False
     draining: bool = False
     inflight: int = 0
+    serving_path: str = ""  # what was loaded: model_path, or its cache entry after optimisation
+    optimizer: Optimizer | None = None  # the start-up build, while and after it runs
+    optimized: dict[str, object] | None = None  # its report, for /info
+    start_error: BaseException | None = None  # a start-up that failed after uvicorn began listening
+    on_start_failed: Callable[[], None] | None = None  # set by the CLI's server: exit when that happens
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def not_ready_reason(self) -> str | None:
         if self.draining:
             return "draining: the server is shutting down"
+        if self.start_error is not None:
+            return f"start-up failed: {type(self.start_error).__name__}: {self.start_error}"
+        if self.batcher is None and self.optimizer is not None and self.optimized is None:
+            return f"optimising the model: {self.optimizer.progress()}"
         if self.batcher is None or not self.warmed:
             return "the model is not loaded and warmed yet"
         if self.batcher.fatal is not None:

@@ -65,3 +65,15 @@ def cifar_dir() -> Path:
     if not (CIFAR_DIR / "cifar10_test_jpeg.npz").is_file():
         pytest.skip(f"CIFAR-10 archives not found at {CIFAR_DIR}")
     return CIFAR_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_jepa_cache(tmp_path_factory: pytest.TempPathFactory):
+    """No test writes to the user's cache (JEPA_CACHE_DIR), and the service tests of other features
+    serve their model as given (JEPA_OPTIMIZE=false; server subprocesses inherit both):
+    tests/service/test_optimize.py turns the start-up build on where it tests it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("JEPA_CACHE_DIR", str(tmp_path_factory.mktemp("jepa-cache")))
+    patch.setenv("JEPA_OPTIMIZE", "false")
+    yield
+    patch.undo()
