@@ -145,7 +145,7 @@ class ExportRun:
 
     def run(self, source: Path, out: Path) -> float:
         """Export ``source`` into ``out``; returns the seconds it took, raises :class:`BuildError`."""
-        cmd = [sys.executable, "-m", "export", str(source), "--out", str(out), *RECIPE]
+        cmd = [sys.executable, "-m", "export", str(source.resolve()), "--out", str(out), *RECIPE]
         log.info("optimize: building ONNX graphs: %s", " ".join(cmd))
         started = time.monotonic()
         if self._stopped.is_set():
