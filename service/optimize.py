@@ -45,7 +45,7 @@ from pathlib import Path
 from jepa.errors import CheckpointError
 from jepa.formats import detect_format, native
 from service import cache
-from service.cpu_features import cpu_isa
+from service.cpu_features import CpuIsa, cpu_isa
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -89,12 +89,20 @@ def has_verified_graphs(model: Path) -> bool:
     return "model.int8.onnx" in graphs and all((model / g).is_file() for g in ("model.onnx", "model.int8.onnx"))
 
 
-def skip_reason(settings: Settings, model: Path, cuda: bool) -> str | None:
+def skip_reason(settings: Settings, model: Path, cuda: bool, isa: CpuIsa | None = None) -> str | None:
     """Why nothing is built for this start, or None when the build (or a cache hit) applies."""
+    isa = isa or cpu_isa()
     if not settings.optimize:
         return "--no-optimize: serving the source as given"
     if cuda:
         return "device cuda: torch bfloat16 with CUDA graphs serves fastest there (BENCHMARKS.md); nothing to build"
+    if settings.dtype == "bfloat16" and not cuda and not isa.native_bf16:
+        why = (
+            "dtype bfloat16 asked for explicitly, but this CPU has neither AVX512-BF16 nor AMX-BF16: bf16 is "
+            "emulated here (ViT-S/16 ran 8x slower than fp32 on an AVX2 machine); --dtype auto never picks it"
+        )
+        log.warning("optimize: %s", why)
+        return why
     if settings.backend == "torch" or settings.dtype in ("bfloat16", "float16") or settings.onnx_file:
         return "backend, dtype or ONNX file asked for explicitly: serving the source as given"
     if model.is_dir() and has_verified_graphs(model):

@@ -20,6 +20,7 @@ import torch
 import jepa
 from export.verify import compare
 from service import cache
+from service.cpu_features import parse_cpuinfo
 from service.optimize import Optimizer, skip_reason
 from service.settings import Settings
 from tests.service.conftest import REPO, encode, free_port
@@ -199,6 +200,9 @@ def test_what_is_not_built_and_why(tiny_model_dir, tiny_hf_dir, onnx_model_dir, 
     for explicit in ({"backend": "torch"}, {"dtype": "bfloat16"}, {"onnx_file": "model.onnx"}):
         assert "explicitly" in reason(tiny_hf_dir, **explicit)
     assert "no weights" in reason(onnx_only_dir)
+    avx2 = parse_cpuinfo("flags\t: avx avx2 fma\n")  # bf16 is emulated there: said so, loudly
+    emulated = skip_reason(Settings(model="x", optimize=True, dtype="bfloat16"), tiny_hf_dir, False, avx2)
+    assert "emulated" in emulated and "explicitly" in emulated
     exported = tmp_path / "exported"
     cmd = [sys.executable, "-m", "export", str(tiny_model_dir), "--out", str(exported), "--int8", "--no-progress"]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
