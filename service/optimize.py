@@ -208,6 +208,9 @@ class Optimizer:
     cuda: bool
     status: str = "checking the cache"
     run: ExportRun = field(default_factory=ExportRun)
+    root: Path = field(init=False)  # set by check(), used by build()
+    key: str = field(init=False)
+    identity: dict[str, object] = field(init=False)
 
     def check(self) -> Optimized | None:
         """The result when nothing needs building (skipped, or a verified cache entry), else None."""
@@ -220,7 +223,7 @@ class Optimizer:
         manifest, why = cache.verify(self.root / self.key, self.key)
         if manifest is not None:
             return self._hit(manifest)
-        self.why_not = why
+        log.info("optimize: no usable cache entry %s (%s): a build is needed", self.root / self.key, why)
         return None
 
     def build(self) -> Optimized:
