@@ -77,7 +77,9 @@ def goals(part: dict) -> list[dict]:
     """The issue's targets for a source served with default settings."""
     ratio, cos = part.get("median_ratio"), part.get("min_cosine_vs_fp32")
     label = f"{part.get('kind')} source, default settings"
+    errors = sum(p[name].get("errors", 0) for p in part.get("rounds", []) for name in ("service", "naive"))
     return [
+        {"goal": f"{label}: non-503 errors in its rounds", "target": "0", "measured": errors, "met": errors == 0},
         {"goal": f"{label}: service / naive images/s at c={part.get('concurrency')} (paired median)",
          "target": ">= 2.5x", "measured": ratio, "met": None if ratio is None else ratio >= 2.5},
         {"goal": f"{label}: min cosine vs fp32 embed()", "target": ">= 0.999", "measured": cos,
