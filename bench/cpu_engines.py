@@ -62,8 +62,8 @@ def engines(model_dir: Path) -> dict[str, Callable[[], Runner]]:
     return {
         "onnxruntime fp32": lambda: ort(graphs["fp32"]),
         "onnxruntime int8 (served default)": lambda: ort(graphs["int8"]),
-        "openvino fp32 graph, default precision": lambda: openvino(graphs["fp32"], None),
-        "openvino fp32 graph, f32 hint": lambda: openvino(graphs["fp32"], "f32"),
+        "openvino fp32 graph (default precision)": lambda: openvino(graphs["fp32"], None),
+        "openvino fp32 graph (f32 hint)": lambda: openvino(graphs["fp32"], "f32"),
         "openvino int8 graph (ORT dynamic quant)": lambda: openvino(graphs["int8"], None),
         "torch eager fp32": lambda: torch_engine(model_dir, "fp32", compiled=False),
         "torch eager bf16": lambda: torch_engine(model_dir, "bf16", compiled=False),
@@ -86,29 +86,33 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).min())
 
 
-def measure(model_dir: Path, batches: tuple[int, ...], rounds: int, min_time_s: float, only: set[str]) -> dict:
+def measure(model_dir: Path, batches: tuple[int, ...], rounds: int, min_time_s: float, only: set[str],
+            save: Callable[[dict], None]) -> dict:  # fmt: skip
+    """Every engine's rates (median over rounds) and cosine; ``save`` gets the results after each round."""
     photos = photo_batch(model_dir, max(batches))
     runners, results = {}, {}
+    reference = torch_engine(model_dir, "fp32", compiled=False)(photos)
     for name, make in engines(model_dir).items():
-        if only and name not in only:
+        if name not in only:
             continue
+        print(f"[engines] preparing {name}", flush=True)
         try:
             runners[name] = make()
-            runners[name](photos[:1])  # compile / first-call cost outside the timing
+            for b in batches:  # compile / first-call costs (one per shape) outside the timing
+                runners[name](np.ascontiguousarray(photos[:b]))
         except Exception as e:  # an engine missing here is a result to report, not a crash
             results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-    reference = runners["torch eager fp32"](photos) if "torch eager fp32" in runners else None
     times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in runners}
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, run in runners.items():
             for b in batches:
                 x = np.ascontiguousarray(photos[:b])
                 times[name][b].append(time_forward(lambda r=run, x=x: r(x), min_time_s))
-    for name, run in runners.items():
-        rates = {b: b / float(np.median(t)) for b, t in times[name].items()}
-        cos = cosine_min(run(photos), reference) if reference is not None else None
-        results[name] = {"images_s": rates, "rounds": {b: [b / s for s in t] for b, t in times[name].items()},
-                         "min_cosine_vs_torch_fp32": cos}  # fmt: skip
+            rates = {b: b / float(np.median(t)) for b, t in times[name].items()}
+            results[name] = {"images_s": rates, "rounds": {b: [b / s for s in t] for b, t in times[name].items()},
+                             "min_cosine_vs_torch_fp32": cosine_min(run(photos), reference)}  # fmt: skip
+            print(f"[engines] round {r}: {name}: " + ", ".join(f"b{b} {v:.1f}/s" for b, v in rates.items()), flush=True)
+        save(results)
     return results
 
 
@@ -126,8 +130,7 @@ def markdown(res: dict) -> str:
             lines.append(f"| {name} | " + " | ".join("-" for _ in batches) + f" | {r['error']} |")
             continue
         rates = " | ".join(f"{r['images_s'][b]:.1f}" for b in batches)
-        cos = r["min_cosine_vs_torch_fp32"]
-        lines.append(f"| {name} | {rates} | {'n/a' if cos is None else f'{cos:.6f}'} |")
+        lines.append(f"| {name} | {rates} | {r['min_cosine_vs_torch_fp32']:.6f} |")
     return "\n".join(lines)
 
 
@@ -139,14 +142,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--min-time", type=float, default=1.0)
     p.add_argument("--only", default="", help="comma-separated engine names (default: all)")
+    p.add_argument("--skip", default="", help="comma-separated engine names to leave out")
     a = p.parse_args(argv)
     batches = tuple(int(b) for b in a.batches.split(","))
-    only = {x.strip() for x in a.only.split(",") if x.strip()}
+    only = {x.strip() for x in a.only.split(",") if x.strip()} or set(engines(a.model_dir))
+    only -= {x.strip() for x in a.skip.split(",") if x.strip()}
     res = {"machine": machine(), "model": str(a.model_dir), "batches": batches, "rounds": a.rounds}
-    res["engines"] = measure(a.model_dir, batches, a.rounds, a.min_time, only)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps(res, indent=2, default=str))
-    (a.out / "results.md").write_text(markdown(res) + "\n")
+
+    def save(engines_done: dict) -> None:
+        res["engines"] = engines_done
+        (a.out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+        (a.out / "results.md").write_text(markdown(res) + "\n")
+
+    save(measure(a.model_dir, batches, a.rounds, a.min_time, only, save))
     print(markdown(res))
 
 

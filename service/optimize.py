@@ -31,6 +31,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -158,7 +159,8 @@ class ExportRun:
         started = time.monotonic()
         if self._stopped.is_set():
             raise BuildError("stopped before it began")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they happen, not when a buffer fills
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         ticker = threading.Thread(target=self._tick, args=(started,), daemon=True)
         ticker.start()
         tail = self._follow()
