@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from service import access_log
 from service.settings import Settings
 from service.state import AppState
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (env JEPA_{name.upper()}; default {field.default!r})"
+        # argparse %-formats help strings: a literal % in a description must be doubled.
+        help_text = f"{field.description} (env JEPA_{name.upper()}; default {field.default!r})".replace("%", "%%")
         if typing.get_origin(field.annotation) is typing.Literal:
             choices = [str(c) for c in typing.get_args(field.annotation)]
             parser.add_argument(flag, dest=name, choices=choices, help=help_text)
@@ -95,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+        access_log.configure(settings.access_log)
         from service.app import create_app
 
         app = create_app(settings)

@@ -13,42 +13,49 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
-from jepa.preprocess import normalize
 from service import auth
-from service.backends import cuda_present, load_backend
-from service.batcher import Batcher, BatchLimits, Result
-from service.decode import DecodeOptions, decode_all
+from service.access_log import AccessLog
 from service.decode_procs import DecodeProcesses
-from service.encode import ModelFacts, encode_results, negotiate
-from service.errors import ApiError, ClientClosed, install_handlers
+from service.decode_slots import DecodeSlots
+from service.docs import add_docs
+from service.encode import encode_results, negotiate
+from service.errors import ApiError, ClientClosed, InvalidParameters, install_handlers
+from service.image_queue import Result
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.optimize import Optimizer
-from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
+from service.plan import RequestLimits, cuda_present
+from service.runtime import Runtime, start
+from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
 from service.state import AppState
+from service.ui import install_ui
 
 log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
 
 
 async def prepare(state: AppState) -> asyncio.Task[None] | None:
-    """Optimise the source (service/optimize.py), then :func:`start`. Where a build is needed it
-    runs in a background task, returned, so uvicorn can listen meanwhile; otherwise (no build, or
-    a verified cache entry) everything completes here, so a broken model still fails start-up."""
+    """Optimise the source (service/optimize.py), then start the runtime. Where a build is needed
+    it runs in a background task, returned, so uvicorn can listen meanwhile; otherwise (no build,
+    or a verified cache entry) everything completes here, so a broken model still fails start-up."""
     loop = asyncio.get_running_loop()
     state.optimizer = Optimizer(state.settings, state.model_path, cuda_present(state.settings))
     done = await loop.run_in_executor(None, state.optimizer.check)
     if done is None:
         return asyncio.create_task(build_then_start(state, state.optimizer))
     state.optimized = done.report
-    await start(state, done.model_path)
+    await start_serving(state, done.model_path)
     return None
+
+
+async def start_serving(state: AppState, model: str) -> None:
+    state.serving_path = model
+    state.runtime = await start(state.settings, model, state.metrics)
 
 
 async def build_then_start(state: AppState, optimizer: Optimizer) -> None:
@@ -57,7 +64,7 @@ async def build_then_start(state: AppState, optimizer: Optimizer) -> None:
     try:
         done = await asyncio.get_running_loop().run_in_executor(None, optimizer.build)
         state.optimized = done.report
-        await start(state, done.model_path)
+        await start_serving(state, done.model_path)
     except Exception as e:  # the task's top: nothing above it would see the error
         log.error("start-up failed: %s: %s", type(e).__name__, e)
         state.start_error = e
@@ -76,73 +83,46 @@ async def stop_prepare(state: AppState, task: asyncio.Task[None] | None) -> None
         await task
 
 
-async def start(state: AppState, model: str) -> None:
-    """Load the backend for ``model`` (in a thread), start the batcher, warm it with a full batch."""
-    s = state.settings
-    loop = asyncio.get_running_loop()
-    state.serving_path = model
-    backend = await loop.run_in_executor(None, load_backend, s, model)
-    config = backend.config
-    norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
-    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
-    state.batcher = Batcher(backend, limits, norm, state.metrics)
-    state.decode_options = DecodeOptions(
-        config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
-    )
-    state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
-    state.metrics.model.info(
-        {
-            "model": config.name,
-            "backend": backend.info.name,
-            "device": backend.info.device,
-            "dtype": backend.info.dtype,
-            "dim": str(config.embed_dim),
-        }
-    )
-    state.batcher.start()
-    if state.decode_processes is not None:
-        await state.decode_processes.start()
-    if s.warmup:
-        await state.batcher.warmup()
-    if s.batch_probe and backend.info.device == "cpu":
-        await state.batcher.probe_batch_size()
-    state.warmed = True
-    log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; raises ``ValueError`` when no model is given or found."""
+    pool = ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode")
+    processes = DecodeProcesses(settings.decode_processes) if settings.decode_processes else None
+    slots = DecodeSlots(
+        processes or pool,
+        settings.decode_processes or settings.decode_pool_size(),
+        settings.decode_timeout_s,
+        settings.retry_after_s,
+    )
     state = AppState(
-        settings,
-        settings.resolved_model(),
-        Metrics.create(settings.max_batch_size),
-        ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode"),
-        DecodeProcesses(settings.decode_processes) if settings.decode_processes else None,
+        settings, settings.resolved_model(), Metrics.create(settings.max_batch_size), pool, slots, processes
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = await prepare(state)
+        task = None
         try:
+            if state.decode_processes is not None:
+                await state.decode_processes.start()
+            task = await prepare(state)
             yield
         finally:
             await stop_prepare(state, task)
-            await state.drain(settings.drain_timeout_s)
-            if state.batcher is not None:
-                await state.batcher.close(settings.drain_timeout_s)
-            state.decode_pool.shutdown(wait=False, cancel_futures=True)
-            if state.decode_processes is not None:
-                state.decode_processes.shutdown()
+            await state.shutdown()
 
-    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jepa = state
     install_handlers(app)
+    add_docs(app)
+    app.add_middleware(AccessLog, fmt=settings.access_log)
     add_routes(app, state)
+    if settings.ui:
+        install_ui(app)
     return app
 
 
 def add_routes(app: FastAPI, state: AppState) -> None:
     key = auth.require_key(state.settings.api_key)
+    limits = RequestLimits.from_settings(state.settings)
     metrics_deps = [Depends(key)] if state.settings.metrics_require_key else []
 
     @app.get("/health")
@@ -158,9 +138,7 @@ def add_routes(app: FastAPI, state: AppState) -> None:
 
     @app.get("/info", dependencies=[Depends(key)])
     async def info() -> dict[str, object]:
-        if state.batcher is None:  # still starting (e.g. building graphs): 503 saying which step
-            state.admit()
-        return describe(state)
+        return describe(state, state.admit())
 
     @app.get(
         "/metrics",
@@ -181,36 +159,36 @@ def add_routes(app: FastAPI, state: AppState) -> None:
         responses={code: {"model": ErrorResponse} for code in error_codes},
     )
     async def embed(request: Request) -> Response:
-        """Embed one or more images (multipart field ``image``, a raw ``image/*`` body, or JSON)."""
-        return await handle_embed(request, state)
+        """Embed one or more images (multipart field ``image``, a raw image body, or JSON)."""
+        return await handle_embed(request, state, limits)
 
 
-async def handle_embed(request: Request, state: AppState) -> Response:
+async def handle_embed(request: Request, state: AppState, limits: RequestLimits) -> Response:
     started = time.perf_counter()
     m, count = state.metrics, 0
     with state.track():
         try:
-            batcher = state.admit_request()
-            blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
+            runtime = state.admit_request()
+            blobs, options = await parse_embed_request(request, limits, state.decode_pool)
             count = len(blobs)
+            request.state.images = count  # for the access log line
             kind = negotiate(request.headers.get("accept"), options)
+            check_outputs(options, runtime)
             t = time.perf_counter()
-            decode_options = state.decode_options
-            assert decode_options is not None and state.facts is not None
-            with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                decoder = state.decode_processes or state.decode_pool
-                pixels = await decode_all(blobs, decode_options, decoder, state.settings.decode_timeout_s)
+            with runtime.batcher.reserve(count):  # a request the queue cannot take is refused before decoding
+                pixels = await state.decode_slots.decode_all(blobs, runtime.decode_options)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
-                futures = batcher.submit(pixels, options.want_patch)
+                futures = runtime.batcher.submit(pixels, frozenset(options.outputs))
             results = await wait_or_disconnect(request, futures)
             t = time.perf_counter()
+            facts = runtime.facts
             if options.want_patch or len(results) > INLINE_ENCODE_MAX:
                 # A patch grid as JSON takes milliseconds per image: keep it off the event loop.
                 body, media = await asyncio.get_running_loop().run_in_executor(
-                    state.decode_pool, encode_results, kind, results, state.facts, options
+                    state.decode_pool, encode_results, kind, results, facts, options
                 )
             else:  # a few global vectors encode in microseconds, less than the hop to a thread
-                body, media = encode_results(kind, results, state.facts, options)
+                body, media = encode_results(kind, results, facts, options)
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
             m.requests.labels(e.type).inc()
@@ -223,9 +201,19 @@ async def handle_embed(request: Request, state: AppState) -> Response:
     m.requests.labels("ok").inc()
     m.images.labels("ok").inc(count)
     m.request_seconds.observe(time.perf_counter() - started)
-    facts = state.facts
     headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": f"{facts.grid[0]},{facts.grid[1]}"}
     return Response(body, media_type=media, headers=headers)
+
+
+def check_outputs(options: EmbedOptions, runtime: Runtime) -> None:
+    """422 for an output the backend cannot produce (a graph exported before it existed)."""
+    missing = sorted(set(options.outputs) - runtime.backend.outputs)
+    if missing:
+        graph = runtime.plan.graph.name if runtime.plan.graph is not None else "the backend"
+        raise InvalidParameters(
+            f"outputs {missing} are not in {graph}, which was exported before they existed; re-export the model "
+            "with python -m export, or serve it with --backend torch"
+        )
 
 
 async def wait_or_disconnect(request: Request, futures: list[asyncio.Future[Result]]) -> list[Result]:
@@ -248,15 +236,16 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def describe(state: AppState) -> dict[str, object]:
-    s, batcher = state.settings, state.batcher
-    assert batcher is not None
-    config, info = batcher.backend.config, batcher.backend.info
+def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
+    s, batcher, plan = state.settings, runtime.batcher, runtime.plan
+    config, info = runtime.backend.config, runtime.backend.info
     return {
         "model": config.name,
         "model_path": state.serving_path,
         "model_source": state.model_path,
         "dim": config.embed_dim,
+        "multilayer_dim": runtime.facts.multilayer_dim,
+        "outputs": sorted(runtime.backend.outputs),
         "grid": list(config.grid),
         "patch_size": config.patch_size,
         "image_size": config.image_size,
@@ -273,9 +262,9 @@ def describe(state: AppState) -> dict[str, object]:
         "limits": {
             "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
-            "batch_size_in_use": batcher.max_batch,
-            "batch_probe_ms_per_image": {str(b): round(ms, 3) for b, ms in batcher.probe_ms_per_image.items()},
-            "inference_workers": batcher.workers,
+            "batch_size_in_use": batcher.limits.max_batch_size,
+            "batch_probe_ms_per_image": {str(b): round(ms, 3) for b, ms in runtime.calibration.ms_per_image.items()},
+            "inference_workers": plan.workers,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,
             "max_images_per_request": s.max_images_per_request,
@@ -296,19 +285,16 @@ def _query(name: str, schema: dict[str, object]) -> dict[str, object]:
 
 
 _FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
+# The query parameters are EmbedOptions' fields, so a new output or encoding shows up in /docs by itself.
 EMBED_OPENAPI: dict[str, object] = {
-    "parameters": [
-        _query("outputs", {"type": "array", "items": {"enum": ["global", "patch"]}}),
-        _query("normalize", {"type": "boolean"}),
-        _query("encoding", {"enum": ["float", "base64"]}),
-        _query("dtype", {"enum": ["float32", "float16"]}),
-    ],
+    "parameters": [_query(name, schema) for name, schema in EmbedOptions.model_json_schema()["properties"].items()],
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": EmbedRequest.model_json_schema()},
             "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }

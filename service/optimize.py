@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from jepa.contract import CONFIG_FILE, WEIGHTS_FILE, graph_for_dtype, read_record
 from jepa.errors import CheckpointError
 from jepa.formats import detect_format, native
 from service import cache
@@ -55,8 +56,8 @@ log = logging.getLogger("service")
 RECIPE = ("--int8", "--int8-min-cos", "1e-6")
 BUILD_NEEDS = ("torch", "onnx", "onnxscript", "onnxruntime")
 KEY_VERSIONS = ("jepa-embed", *BUILD_NEEDS)
-SOURCE_CONFIGS = ("config.json", "preprocessor_config.json")
-DROPPED = (native.WEIGHTS_NAME,)  # the ONNX backend reads the graphs and config.json only
+SOURCE_CONFIGS = (CONFIG_FILE, "preprocessor_config.json")  # ours / HF's, and HF's preprocessing
+DROPPED = (WEIGHTS_FILE,)  # the ONNX backend reads the graphs and config.json only
 PROGRESS_EVERY_S = 30.0
 PROGRESS_SPLIT = re.compile(r"[\r\n]")
 
@@ -81,13 +82,14 @@ def _importable(name: str) -> bool:
 
 
 def has_verified_graphs(model: Path) -> bool:
-    """The source already holds what a build would make: export.json lists a verified int8 graph
-    and both graph files are present (``python -m export --int8`` was run on it)."""
+    """The source already holds what a build would make: export.json records the int8 graph and
+    both graph files are present (``python -m export --int8`` was run on it)."""
+    int8, fp32 = graph_for_dtype("int8"), graph_for_dtype("float32")
     try:
-        graphs = json.loads((model / "export.json").read_text())["graphs"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = read_record(model)
+    except CheckpointError:  # an unreadable or older record: a build writes a current one
         return False
-    return "model.int8.onnx" in graphs and all((model / g).is_file() for g in ("model.onnx", "model.int8.onnx"))
+    return record is not None and int8 in record.graphs and all((model / g).is_file() for g in (fp32, int8))
 
 
 def skip_reason(settings: Settings, model: Path, cuda: bool, isa: CpuIsa | None = None) -> str | None:
@@ -107,8 +109,8 @@ def skip_reason(settings: Settings, model: Path, cuda: bool, isa: CpuIsa | None 
     if settings.backend == "torch" or settings.dtype in ("bfloat16", "float16") or settings.onnx_file:
         return "backend, dtype or ONNX file asked for explicitly: serving the source as given"
     if model.is_dir() and has_verified_graphs(model):
-        return "the model directory already holds verified graphs (export.json lists model.int8.onnx)"
-    if native.is_model_dir(model) and not (model / native.WEIGHTS_NAME).is_file():
+        return "the model directory already holds verified graphs (its export.json records the int8 graph)"
+    if native.is_model_dir(model) and not (model / WEIGHTS_FILE).is_file():
         return "the model directory has graphs but no weights to build from: serving it as given"
     if missing := [m for m in BUILD_NEEDS if not _importable(m)]:
         return f"cannot build here: {', '.join(missing)} not installed (pip install 'jepa-embed[export]')"
@@ -127,7 +129,7 @@ def cache_key(source: Path) -> tuple[str, dict[str, object]]:
     fmt = detect_format(source)
     if fmt == "native":
         native.read_config(source)  # an invalid config fails here, naming the problem, not in the export
-    weights = source if fmt == "meta" else source / native.WEIGHTS_NAME
+    weights = source if fmt == "meta" else source / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(weights, "no weights file to build from")
     configs = {} if fmt == "meta" else {n: cache.file_sum(source / n)["sha256"] for n in SOURCE_CONFIGS

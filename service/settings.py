@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     model: str | None = Field(
         None,
         description="Model to serve: our model directory (config.json + model.safetensors and/or model.onnx), "
-        f"an official .pth.tar, or an HF IJepaModel directory. Default: {DEFAULT_MODEL_DIR} when it exists.",
+        "an official .pth.tar, or an HF IJepaModel directory; or a name, downloaded at start-up into the Hugging "
+        "Face cache (HF_HOME): a short name from `python -m jepa models`, a Hub id org/name[@revision], or a "
+        f"checkpoint URL. Default: {DEFAULT_MODEL_DIR} when it exists.",
     )
     backend: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
@@ -94,6 +96,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level."
     )
+    access_log: Literal["plain", "json", "off"] = Field(
+        "plain",
+        description="One line per request (method, path, status, images, bytes in/out, ms, client, request id; "
+        "never bodies or headers): plain text, one JSON object per line on stdout, or off. Logged at INFO.",
+    )
     # -- batching --
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one inference call.")
     max_wait_ms: float = Field(
@@ -138,7 +145,12 @@ class Settings(BaseSettings):
         "worth trying on a host with many cores per GPU. Costs a copy of each file and of its pixels "
         "between processes, and a few tens of MB per process.",
     )
-    decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
+    decode_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest decode of one image, timed from its start, before a 400. An image that waits this "
+        "long for a free decode thread or process gets 503 with Retry-After instead (the server is busy).",
+    )
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "
@@ -190,6 +202,12 @@ class Settings(BaseSettings):
         "$XDG_CACHE_HOME/jepa-embed (~/.cache/jepa-embed), or a per-user directory under /tmp when that is "
         "not writable (a read-only root filesystem).",
     )
+    # -- the page --
+    ui: bool = Field(
+        True,
+        description="Serve the embedding viewer page at /ui (and redirect / to it): static files that call "
+        "/info and /embed from the browser. --no-ui leaves both routes out (404).",
+    )
 
     @field_validator("url_allowlist", mode="before")
     @classmethod
@@ -213,11 +231,12 @@ class Settings(BaseSettings):
         return self
 
     def resolved_model(self) -> str:
-        """The model path to load; raises ``ValueError`` with instructions when none is given or found."""
+        """The model path to load, downloaded first when ``model`` names a Hub repo or URL; raises
+        ``ValueError`` (``jepa.ModelSourceError``) with instructions when none is given or found."""
         if self.model:
-            if not Path(self.model).exists():
-                raise ValueError(f"model path {self.model} does not exist (--model / JEPA_MODEL)")
-            return self.model
+            from jepa.hub import resolve  # a short name, Hub id or URL becomes local files (ModelSourceError)
+
+            return str(resolve(self.model).path)
         for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
             candidate = base / DEFAULT_MODEL_DIR
             if candidate.is_dir():

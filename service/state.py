@@ -1,4 +1,4 @@
-"""What one running app holds: the loaded backend, the batcher, pools, metrics and lifecycle flags.
+"""What one app holds: settings, metrics, decode pools, lifecycle flags, and once started its :class:`Runtime`.
 
 Readiness is a property of this object: loaded and warmed, not draining, no fatal error latched.
 ``inflight`` counts ``POST /embed`` handlers still running, so a SIGTERM drain knows when every
@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from service.batcher import Batcher
-from service.decode import DecodeOptions
 from service.decode_procs import DecodeProcesses
-from service.encode import ModelFacts
+from service.decode_slots import DecodeSlots
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
 from service.optimize import Optimizer
+from service.runtime import Runtime
 from service.settings import Settings
 
 
@@ -29,11 +28,9 @@ class AppState:
     model_path: str
     metrics: Metrics
     decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
+    decode_slots: DecodeSlots  # one image per decode thread/process: a decode is timed from its start
     decode_processes: DecodeProcesses | None = None
-    batcher: Batcher | None = None
-    decode_options: DecodeOptions | None = None
-    facts: ModelFacts | None = None
-    warmed: bool = False
+    runtime: Runtime | None = None  # set once, by the lifespan, when the model is loaded and warmed
     draining: bool = False
     inflight: int = 0
     serving_path: str = ""  # what was loaded: model_path, or its cache entry after optimisation
@@ -48,32 +45,31 @@ class AppState:
             return "draining: the server is shutting down"
         if self.start_error is not None:
             return f"start-up failed: {type(self.start_error).__name__}: {self.start_error}"
-        if self.batcher is None and self.optimizer is not None and self.optimized is None:
+        if self.runtime is None and self.optimizer is not None and self.optimized is None:
             return f"optimising the model: {self.optimizer.progress()}"
-        if self.batcher is None or not self.warmed:
+        if self.runtime is None:
             return "the model is not loaded and warmed yet"
-        if self.batcher.fatal is not None:
-            return f"a fatal inference error latched: {type(self.batcher.fatal).__name__}: {self.batcher.fatal}"
+        fatal = self.runtime.batcher.fatal
+        if fatal is not None:
+            return f"a fatal inference error latched: {type(fatal).__name__}: {fatal}"
         return None
 
-    def admit(self) -> Batcher:
-        """The batcher, or 503 with Retry-After: :class:`NotReady` when new work cannot be taken,
-        :class:`Overloaded` when ``max_concurrent_requests`` are already in progress."""
-        retry = {"Retry-After": str(self.settings.retry_after_s)}
+    def admit(self) -> Runtime:
+        """The runtime, or 503 with Retry-After (:class:`NotReady`) when new work cannot be taken."""
         reason = self.not_ready_reason()
-        if reason is not None or self.batcher is None:
-            raise NotReady(reason or "not ready", headers=retry)
-        return self.batcher
+        if reason is not None or self.runtime is None:
+            raise NotReady(reason or "not ready", headers={"Retry-After": str(self.settings.retry_after_s)})
+        return self.runtime
 
-    def admit_request(self) -> Batcher:
+    def admit_request(self) -> Runtime:
         """:meth:`admit` for a new ``POST /embed``, which also counts against the concurrency limit
-        (the caller is already inside :meth:`track`)."""
-        batcher = self.admit()
+        (the caller is already inside :meth:`track`): :class:`Overloaded` beyond it."""
+        runtime = self.admit()
         limit = self.settings.max_concurrent_requests
         if self.inflight > limit:
             raise Overloaded(f"{limit} requests already in progress; retry later",
                              headers={"Retry-After": str(self.settings.retry_after_s)})  # fmt: skip
-        return batcher
+        return runtime
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -89,8 +85,8 @@ class AppState:
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new work and wait for accepted requests to finish; False if ``timeout_s`` ran out."""
         self.draining = True
-        if self.batcher is not None:
-            self.batcher.hurry()
+        if self.runtime is not None:
+            self.runtime.batcher.hurry()
         if self.inflight == 0:
             return True
         try:
@@ -98,3 +94,13 @@ class AppState:
             return True
         except asyncio.TimeoutError:
             return False
+
+    async def shutdown(self) -> None:
+        """The one shutdown: drain accepted requests, then close the runtime and the decode pools."""
+        timeout = self.settings.drain_timeout_s
+        await self.drain(timeout)
+        if self.runtime is not None:
+            await self.runtime.close(timeout)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self.decode_processes is not None:
+            self.decode_processes.shutdown()

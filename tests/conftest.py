@@ -1,5 +1,5 @@
-"""Shared fixtures: real photos shipped in scikit-image's wheel, a tiny random model directory,
-and the CIFAR-10 archives in ../shared/data (read in place, never copied)."""
+"""Shared fixtures: real photos shipped in scikit-image's wheel and a tiny random model directory.
+(Training tests make their own small CIFAR-style data: tests/training/train_data_util.py.)"""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import skimage_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar10"
 
 # Real photographs (and a few other modes) bundled with scikit-image; no download needed.
 PHOTO_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
-
-
-def skimage_data_dir() -> Path:
-    import skimage.data
-
-    return Path(skimage.data.__file__).parent
 
 
 @pytest.fixture(scope="session")
@@ -58,13 +53,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = jepa.build_encoder("tiny", patch_size=8, image_size=32, depth=2, name="tiny-test")
     return jepa.save_model_dir(model, tmp_path_factory.mktemp("tiny_model"))
-
-
-@pytest.fixture(scope="session")
-def cifar_dir() -> Path:
-    if not (CIFAR_DIR / "cifar10_test_jpeg.npz").is_file():
-        pytest.skip(f"CIFAR-10 archives not found at {CIFAR_DIR}")
-    return CIFAR_DIR
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,10 +1,10 @@
-"""PyTorch backend: ``jepa.load_encoder`` on CPU or CUDA, weights cast to the asked dtype.
+"""PyTorch backend: ``jepa.load_encoder`` on CPU or CUDA, weights cast to the plan's dtype.
 
 It takes raw ``uint8 [B, S, S, 3]`` batches and normalises on the device: on a GPU that moves a
 quarter of the bytes across PCIe and takes the float work off the host's cores, which feed the
-GPU (decode, HTTP) and share one GIL. The arithmetic is ``jepa.preprocess.normalize``'s, in the
-same order and in float32, and the global embedding is the float32 mean of the patch tokens, as
-``Encoder.embed`` does, so float32 results match ``load_encoder(model).embed(images)``.
+GPU (decode, HTTP) and share one GIL. Normalisation and pooling are the core's
+(:class:`jepa.heads.EmbeddingHeads`), as in ``Encoder.embed`` and the exported graphs, so float32
+results match ``load_encoder(model).embed(images)``.
 """
 
 from __future__ import annotations
@@ -13,80 +13,61 @@ import numpy as np
 import torch
 
 import jepa
+from jepa.contract import OUTPUTS, Embeddings, Output
+from jepa.heads import EmbeddingHeads, Normalize
 from service.backends.base import BackendInfo
 from service.backends.cuda_graphs import GraphSet, bucket_sizes
-from service.settings import Settings
+from service.plan import Plan
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda asked for, but torch sees no CUDA device")
-    return device
 
 
 class TorchBackend:
     """Runs the encoder under ``torch.inference_mode`` in the batcher's inference threads."""
 
-    wide = False  # no all-thread mode for lone batches: torch's thread count is per process, not per call
+    outputs = frozenset(OUTPUTS)
 
-    def __init__(self, model: str, settings: Settings, reason: str) -> None:
-        self.workers = settings.inference_workers or 1
-        if threads := settings.threads_per_worker(self.workers):
-            torch.set_num_threads(threads)
-        self.device = torch.device(pick_device(settings.device))
-        self.dtype = DTYPES[settings.dtype]
-        encoder = jepa.load_encoder(model)
+    def __init__(self, plan: Plan) -> None:
+        if plan.threads:
+            torch.set_num_threads(plan.threads)
+        if plan.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device cuda asked for, but torch sees no CUDA device")
+        if plan.dtype not in DTYPES:
+            raise ValueError(f"dtype {plan.dtype} is not served by torch (choose one of {', '.join(DTYPES)})")
+        self.device = torch.device(plan.device)
+        encoder = jepa.load_encoder(plan.model)
         self.config = encoder.config
-        self.encoder = encoder.to(device=self.device, dtype=self.dtype).eval()
-        pre = encoder.config.preprocess
-        self._mean = torch.tensor(pre.mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
-        self._std = torch.tensor(pre.std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self.heads = EmbeddingHeads(encoder, uint8_input=True, dtype=DTYPES[plan.dtype]).to(self.device).eval()
+        self._normalize = Normalize(self.config.preprocess.mean, self.config.preprocess.std).to(self.device)
         self._graphs: GraphSet | None = None
-        if settings.cuda_graphs and self.device.type == "cuda" and self.workers == 1:
-            # graphs replay one batch at a time from one shared memory pool: one worker only
-            sizes = bucket_sizes(settings.max_batch_size)
-            self._graphs = GraphSet(self._forward, sizes, self.config.image_size, self.device)
+        if plan.cuda_graphs:
+            # every output is captured; run() copies off only those asked for
+            self._graphs = GraphSet(self.heads, bucket_sizes(plan.max_batch_size), self.config.image_size, self.device)
         self.info = BackendInfo(
             name="torch",
             device=str(self.device),
-            dtype=settings.dtype,
-            reason=reason,
+            dtype=plan.dtype,
+            reason=plan.reason,
             input_kind="uint8",
             details={
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
-                "workers": self.workers,
+                "workers": plan.workers,
                 "cuda_graphs": self._graphs.sizes if self._graphs is not None else None,
             },
         )
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, outputs: frozenset[Output], alone: bool = False) -> Embeddings[np.ndarray]:
         if self._graphs is not None:
-            tokens, pooled = self._graphs.run(batch)
+            result = self._graphs.run(batch)
         else:  # the raw bytes cross to the GPU, not float32
-            tokens, pooled = self._forward(torch.from_numpy(batch).to(self.device))
-        return pooled.cpu().numpy(), tokens.cpu().numpy() if patches else None
-
-    def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 ``[B, S, S, 3]`` on the device -> float32 tokens ``[B, N, D]`` and their mean ``[B, D]``."""
-        tokens = self.encoder(self._normalize(pixels)).float()
-        return tokens, tokens.mean(dim=1)
+            result = self.heads(torch.from_numpy(batch).to(self.device), outputs)
+        return result.only(outputs).map(lambda t: t.cpu().numpy())
 
     def normalize(self, batch: np.ndarray) -> torch.Tensor:
-        """``uint8 [B, S, S, 3]`` on the host -> normalised ``[B, 3, S, S]`` in the model's dtype on its device."""
+        """``uint8 [B, S, S, 3]`` on the host -> normalised float32 ``[B, 3, S, S]`` on the device."""
         return self._normalize(torch.from_numpy(batch).to(self.device))
-
-    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
-        x *= 1.0 / 255.0
-        x -= self._mean
-        x /= self._std
-        return x.to(self.dtype)
 
     def close(self) -> None:
         if self.device.type == "cuda":

@@ -1,4 +1,5 @@
-"""The ONNX Runtime service runs without torch: config, preprocessing and read_config must not import it."""
+"""The ONNX Runtime service runs without torch: config, preprocessing, read_config and the artifact
+contract must not import it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ SCRIPT = textwrap.dedent(
 
     import jepa
     from jepa.config import ModelConfig
+    from jepa.contract import GRAPH_FILES, OUTPUT_SPECS, Embeddings, read_record
     from jepa.formats import detect_format
     from jepa.formats.native import read_config
     from jepa.preprocess import normalize, prepare_image
@@ -28,6 +30,8 @@ SCRIPT = textwrap.dedent(
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
     batch = normalize(prepare_image(image, config.preprocess, config.image_size)[None], config.preprocess)
     assert batch.shape == (1, 3, config.image_size, config.image_size), batch.shape
+    assert read_record(sys.argv[1]) is None and "model.onnx" in GRAPH_FILES and "multilayer" in OUTPUT_SPECS
+    assert Embeddings(batch).present() == {"global"}
     try:
         jepa.load_encoder(sys.argv[1])
     except ImportError:
