@@ -56,7 +56,7 @@ def bench_source(model: Path, kind: str, out: Path, small: list[bytes], c: int, 
     try:
         res["min_cosine_vs_fp32"] = report.min_cosine(svc.url, src, small)
         with ServerProcess([str(source_copy(model, "hf"))], module="bench.naive_server",
-                           log_path=out / f"source-{kind}-naive.log") as naive:  # fmt: skip
+                           log_path=out / f"source-{kind}-naive.log", ready_timeout_s=BUILD_TIMEOUT_S) as naive:  # fmt: skip
             res["rounds"] = []
             for r in range(rounds):
                 order = [("service", svc), ("naive", naive)][:: 1 if r % 2 == 0 else -1]

@@ -14,7 +14,7 @@ import pytest
 
 from service import cache
 from service.cpu_features import cpu_isa, parse_cpuinfo
-from tests.service.conftest import REPO
+from tests.service.helpers import REPO
 
 KEY = "k" * 32
 

@@ -23,7 +23,7 @@ from service import cache
 from service.cpu_features import parse_cpuinfo
 from service.optimize import Optimizer, skip_reason
 from service.settings import Settings
-from tests.service.conftest import REPO, encode, free_port
+from tests.service.helpers import REPO, encode, free_port
 
 pytestmark = pytest.mark.slow
 
