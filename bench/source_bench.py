@@ -55,8 +55,9 @@ def bench_source(model: Path, kind: str, out: Path, small: list[bytes], c: int, 
                  "first_optimize": first_info.get("optimize"), "info": info}  # fmt: skip
     try:
         res["min_cosine_vs_fp32"] = report.min_cosine(svc.url, src, small)
-        with ServerProcess([str(source_copy(model, "hf"))], module="bench.naive_server",
-                           log_path=out / f"source-{kind}-naive.log", ready_timeout_s=BUILD_TIMEOUT_S) as naive:  # fmt: skip
+        naive_log = out / f"source-{kind}-naive.log"
+        with ServerProcess([str(source_copy(model, "hf"))], module="bench.naive_server", log_path=naive_log,
+                           ready_timeout_s=BUILD_TIMEOUT_S) as naive:  # fmt: skip
             res["rounds"] = []
             for r in range(rounds):
                 order = [("service", svc), ("naive", naive)][:: 1 if r % 2 == 0 else -1]
