@@ -59,6 +59,10 @@ class DrainingServer(uvicorn.Server):
         self.state = state
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        state.on_start_failed = self._start_failed
+
+    def _start_failed(self) -> None:  # a background start-up (after a build) failed: exit non-zero
+        self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -106,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     server = DrainingServer(config, app.state.jepa)
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and app.state.jepa.start_error is None else 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """``create_app(settings)``: the FastAPI app. Routes are thin: check limits, decode in the pool,
 ``batcher.submit``, await the futures, encode. Loading and warm-up happen in the lifespan, so
-uvicorn only listens once the model answers; ``/ready`` then reports the live state."""
+uvicorn only listens once the model answers -- except while the start-up optimisation builds
+graphs (minutes): then uvicorn listens at once, ``/health`` answers, ``/ready`` is 503 with the
+build's step, and loading follows the build in the background (:func:`prepare`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +27,8 @@ from service.errors import ApiError, ClientClosed, InvalidParameters, install_ha
 from service.image_queue import Result
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
-from service.plan import RequestLimits
+from service.optimize import Optimizer
+from service.plan import RequestLimits, cuda_present
 from service.runtime import Runtime, start
 from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
@@ -33,6 +37,50 @@ from service.ui import install_ui
 
 log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
+
+
+async def prepare(state: AppState) -> asyncio.Task[None] | None:
+    """Optimise the source (service/optimize.py), then start the runtime. Where a build is needed
+    it runs in a background task, returned, so uvicorn can listen meanwhile; otherwise (no build,
+    or a verified cache entry) everything completes here, so a broken model still fails start-up."""
+    loop = asyncio.get_running_loop()
+    state.optimizer = Optimizer(state.settings, state.model_path, cuda_present(state.settings))
+    done = await loop.run_in_executor(None, state.optimizer.check)
+    if done is None:
+        return asyncio.create_task(build_then_start(state, state.optimizer))
+    state.optimized = done.report
+    await start_serving(state, done.model_path)
+    return None
+
+
+async def start_serving(state: AppState, model: str) -> None:
+    state.serving_path = model
+    state.runtime = await start(state.settings, model, state.metrics)
+
+
+async def build_then_start(state: AppState, optimizer: Optimizer) -> None:
+    """The background start-up: build, load, warm. A failure is logged, latched (``/ready`` says
+    it) and reported to the CLI's server, which then exits non-zero."""
+    try:
+        done = await asyncio.get_running_loop().run_in_executor(None, optimizer.build)
+        state.optimized = done.report
+        await start_serving(state, done.model_path)
+    except Exception as e:  # the task's top: nothing above it would see the error
+        log.error("start-up failed: %s: %s", type(e).__name__, e)
+        state.start_error = e
+        if state.on_start_failed is not None:
+            state.on_start_failed()
+
+
+async def stop_prepare(state: AppState, task: asyncio.Task[None] | None) -> None:
+    """Shutdown during a build: end the export process and the task."""
+    if task is None or task.done():
+        return
+    if state.optimizer is not None:
+        state.optimizer.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -52,12 +100,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
         try:
             if state.decode_processes is not None:
                 await state.decode_processes.start()
-            state.runtime = await start(settings, state.model_path, state.metrics)
+            task = await prepare(state)
             yield
         finally:
+            await stop_prepare(state, task)
             await state.shutdown()
 
     app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -192,7 +242,8 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
     config, info = runtime.backend.config, runtime.backend.info
     return {
         "model": config.name,
-        "model_path": state.model_path,
+        "model_path": state.serving_path,
+        "model_source": state.model_path,
         "dim": config.embed_dim,
         "multilayer_dim": runtime.facts.multilayer_dim,
         "outputs": sorted(runtime.backend.outputs),
@@ -231,6 +282,7 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
             "video_max_duration_s": s.video_max_duration_s,
             "video_timeout_s": s.video_timeout_s,
         },
+        "optimize": state.optimized,
         "ready": state.not_ready_reason() is None,
     }
 

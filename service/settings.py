@@ -195,6 +195,20 @@ class Settings(BaseSettings):
         "long to finish before the server exits.",
     )
     warmup: bool = Field(True, description="Run one full batch before /ready says yes.")
+    # -- start-up optimisation (service/optimize.py) --
+    optimize: bool = Field(
+        True,
+        description="On a CPU, when the model has no verified ONNX graphs, build them at start-up (python -m export "
+        "--int8 in a child process; needs torch, onnx, onnxscript) into cache_dir and serve those: ONNX Runtime "
+        "int8 where within cosine 0.999 of fp32 on photos, else fp32. /health answers and /ready is 503 while it "
+        "builds; the next start reuses the cache. --no-optimize serves the source as given.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where built graphs are cached, one entry per weights sha256 + versions. Default "
+        "$XDG_CACHE_HOME/jepa-embed (~/.cache/jepa-embed), or a per-user directory under /tmp when that is "
+        "not writable (a read-only root filesystem).",
+    )
     # -- the page --
     ui: bool = Field(
         True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -17,6 +17,7 @@ from service.decode_procs import DecodeProcesses
 from service.decode_slots import DecodeSlots
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
+from service.optimize import Optimizer
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -32,11 +33,20 @@ class AppState:
     runtime: Runtime | None = None  # set once, by the lifespan, when the model is loaded and warmed
     draining: bool = False
     inflight: int = 0
+    serving_path: str = ""  # what was loaded: model_path, or its cache entry after optimisation
+    optimizer: Optimizer | None = None  # the start-up build, while and after it runs
+    optimized: dict[str, object] | None = None  # its report, for /info
+    start_error: BaseException | None = None  # a start-up that failed after uvicorn began listening
+    on_start_failed: Callable[[], None] | None = None  # set by the CLI's server: exit when that happens
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def not_ready_reason(self) -> str | None:
         if self.draining:
             return "draining: the server is shutting down"
+        if self.start_error is not None:
+            return f"start-up failed: {type(self.start_error).__name__}: {self.start_error}"
+        if self.runtime is None and self.optimizer is not None and self.optimized is None:
+            return f"optimising the model: {self.optimizer.progress()}"
         if self.runtime is None:
             return "the model is not loaded and warmed yet"
         fatal = self.runtime.batcher.fatal

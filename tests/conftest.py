@@ -53,3 +53,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = jepa.build_encoder("tiny", patch_size=8, image_size=32, depth=2, name="tiny-test")
     return jepa.save_model_dir(model, tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_jepa_cache(tmp_path_factory: pytest.TempPathFactory):
+    """No test writes to the user's cache (JEPA_CACHE_DIR), and the service tests of other features
+    serve their model as given (JEPA_OPTIMIZE=false; server subprocesses inherit both):
+    tests/service/test_optimize.py turns the start-up build on where it tests it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("JEPA_CACHE_DIR", str(tmp_path_factory.mktemp("jepa-cache")))
+    patch.setenv("JEPA_OPTIMIZE", "false")
+    yield
+    patch.undo()
