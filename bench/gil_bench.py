@@ -15,7 +15,10 @@ Besides wall time it reads the decode thread's CPU time and run-queue wait from
 ``/proc/self/task/TID/schedstat``, so a machine busy with other jobs (run-queue wait) can be told
 apart from waiting for the GIL (the rest of the time off-CPU). The share is the median of the rounds.
 
-    python -m bench.gil_bench [--rounds 5] [--seconds 2] [--paths pillow,service] [--switch-ms 5] [--json out.json]
+Each is run at Python's default switch interval (5 ms) and at the service's
+(``--gil-switch-interval-ms``, which ``python -m service`` sets for its process).
+
+    python -m bench.gil_bench [--rounds 5] [--seconds 2] [--paths pillow,service] [--switch-ms 5,1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench.images import jpegs_at
 from jepa.config import Preprocess
 from jepa.preprocess import prepare_image
 from service.decode import DecodeOptions, decode_image, draft_target
+from service.settings import Settings
 
 Decode = Callable[[bytes], np.ndarray]
 
@@ -237,7 +241,12 @@ def as_json(rows: Sequence[Row]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--paths", default="pillow,service", help=f"comma-separated, of: {', '.join(PATHS)}")
-    p.add_argument("--switch-ms", default="5", help="sys.setswitchinterval values to try, in ms (Python's default: 5)")
+    service_ms = Settings.model_fields["gil_switch_interval_ms"].default
+    p.add_argument(
+        "--switch-ms",
+        default=f"5,{service_ms:g}",
+        help=f"sys.setswitchinterval values to try, in ms (Python's default 5, the service's {service_ms:g})",
+    )
     p.add_argument("--megapixels", type=float, default=3.0)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0, help="per timed loop")

@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)  # process-wide: set here, once
         from service.app import create_app
 
         app = create_app(settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -235,6 +236,7 @@ def describe(state: AppState) -> dict[str, object]:
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
             "decode_processes": s.decode_processes,
+            "gil_switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),  # the process's, as set by main
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
         },

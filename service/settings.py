@@ -139,6 +139,15 @@ class Settings(BaseSettings):
         "between processes, and a few tens of MB per process.",
     )
     decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval for the server process (sys.setswitchinterval; Python's "
+        "default is 5). A decode thread that comes back from C code (libjpeg, a resize) waits up to this long "
+        "for the GIL while the event loop or the inference thread runs Python, once per C call: at 5 ms that "
+        "wait rivals a 3 MP decode (python -m bench.gil_bench, docs/BENCHMARKS.md).",
+    )
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "

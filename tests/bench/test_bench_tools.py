@@ -59,3 +59,24 @@ def test_load_generator_counts_requests_and_images(hf_dir: Path, tmp_path: Path,
         assert (res.ok, res.errors) == (4, 0) and res.images_s > 0  # 12 images in 4 requests
     gone = run_load(RequestSpec(srv.url + "/embed"), jpeg_bytes, 2, duration_s=None, max_requests=2, warmup=0)
     assert gone.ok == 0 and gone.errors == 2 and "ConnectionRefusedError" in gone.statuses  # server stopped
+
+
+def test_gil_bench_measures_both_paths_at_each_switch_interval(tmp_path: Path) -> None:
+    """A short run on small JPEGs: one row per (path, interval), every round timed, the interval restored."""
+    import sys
+
+    from bench import gil_bench
+
+    before = sys.getswitchinterval()
+    out = tmp_path / "gil.json"
+    gil_bench.main(["--megapixels", "0.3", "--rounds", "2", "--seconds", "0.2", "--switch-ms", "5,0.5",
+                    "--json", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert sys.getswitchinterval() == before
+    assert [(r["path"], r["switch_ms"]) for r in rows] == [
+        ("pillow", 5.0), ("service", 5.0), ("pillow", 0.5), ("service", 0.5)
+    ]  # fmt: skip
+    for row in rows:
+        assert len(row["rounds"]) == 2 and row["share_median"] > 0
+        for r in row["rounds"]:
+            assert r["solo"]["images"] >= 3 and r["busy"]["images"] >= 3 and r["busy"]["cpu_ms"] > 0
