@@ -24,6 +24,7 @@ from service.decode import DecodeOptions, decode_all
 from service.decode_procs import DecodeProcesses
 from service.encode import ModelFacts, encode_results, negotiate
 from service.errors import ApiError, ClientClosed, install_handlers
+from service.gpu_plan import wants_gpu_decode
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
@@ -47,6 +48,12 @@ async def start(state: AppState) -> None:
         config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
     )
     state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
+    if wants_gpu_decode(s.gpu_decode, backend.info.name, backend.info.device):
+        from service.gpu_decode import open_gpu_decoder
+
+        state.gpu_decoder = open_gpu_decoder(
+            s.gpu_decode == "on", backend.info.device, state.decode_pool, state.metrics.registry
+        )
     state.metrics.model.info(
         {
             "model": config.name,
@@ -89,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
             state.decode_pool.shutdown(wait=False, cancel_futures=True)
             if state.decode_processes is not None:
                 state.decode_processes.shutdown()
+            if state.gpu_decoder is not None:
+                state.gpu_decoder.shutdown()
 
     app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
     app.state.jepa = state
@@ -152,7 +161,7 @@ async def handle_embed(request: Request, state: AppState) -> Response:
             decode_options = state.decode_options
             assert decode_options is not None and state.facts is not None
             with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                decoder = state.decode_processes or state.decode_pool
+                decoder = state.gpu_decoder or state.decode_processes or state.decode_pool
                 pixels = await decode_all(blobs, decode_options, decoder, state.settings.decode_timeout_s)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = batcher.submit(pixels, options.want_patch)
@@ -236,6 +245,7 @@ def describe(state: AppState) -> dict[str, object]:
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
             "decode_processes": s.decode_processes,
+            "gpu_decode": state.gpu_decoder is not None,
             "gil_switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),  # the process's, as set by main
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,

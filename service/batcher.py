@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.backends.base import Backend, is_fatal
+from service.device_pixels import concat, stack
 from service.errors import InferenceFailed, NotReady, Overloaded
 from service.metrics import Metrics
 
@@ -305,10 +306,10 @@ class Batcher:
         extra = self._take(self.max_batch - len(items))
         if not extra or batch is None:
             return items + extra, batch
-        return items + extra, np.concatenate([batch, await self._prepare(extra)])
+        return items + extra, concat(batch, await self._prepare(extra))
 
     def _assemble(self, pixels: list[np.ndarray]) -> np.ndarray:
-        batch = np.stack(pixels)  # uint8 [B, S, S, 3]
+        batch = stack(pixels)  # uint8 [B, S, S, 3]; on the GPU when --gpu-decode made the pixels there
         return self._normalize(batch) if self._normalize is not None else batch
 
     def _run(

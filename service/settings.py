@@ -78,6 +78,18 @@ class Settings(BaseSettings):
         "decode hold. ViT-H/14 on an H200: +29% images/s at 64 clients, +51% with 8 images per request "
         "(docs/BENCHMARKS.md). Not used elsewhere (/info shows the captured sizes when it is).",
     )
+    attention_backend: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
+        "auto",
+        description="torch: the scaled-dot-product attention kernel to use (auto = PyTorch's choice). cudnn "
+        "and flash are the candidates on Hopper GPUs; bench/gpu_bench.py's ceiling part measures each.",
+    )
+    gpu_decode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="torch on cuda: decode baseline JPEGs with nvJPEG (torchvision.io.decode_jpeg, in batches) and "
+        "orient, resize and crop them on the GPU; other images fall back to the CPU path one by one "
+        "(jepa_decode_path_total). auto = on when the backend is torch on cuda and torchvision's nvJPEG "
+        "decodes there; on = refuse to start without it (pip install 'jepa-embed[gpu]').",
+    )
     batch_probe: bool = Field(
         True,
         description="On a CPU, time batches of 1, 2, 4, ... at start-up and cap batches where a bigger one gets "

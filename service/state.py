@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from service.batcher import Batcher
 from service.decode import DecodeOptions
@@ -21,6 +22,9 @@ from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
 from service.settings import Settings
 
+if TYPE_CHECKING:  # torch is imported only on a GPU host
+    from service.gpu_decode import GpuDecoder
+
 
 @dataclass
 class AppState:
@@ -29,6 +33,7 @@ class AppState:
     metrics: Metrics
     decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
     decode_processes: DecodeProcesses | None = None
+    gpu_decoder: GpuDecoder | None = None  # --gpu-decode: nvJPEG, set once the backend runs on CUDA
     batcher: Batcher | None = None
     decode_options: DecodeOptions | None = None
     facts: ModelFacts | None = None
