@@ -15,7 +15,8 @@ from tests.service.conftest import rel_err, start_subprocess
 
 
 def test_server_process_uses_the_asked_switch_interval(tiny_model_dir, tiny_encoder, jpeg_bytes):
-    args = ["--model", str(tiny_model_dir), "--backend", "torch", "--device", "cpu", "--no-batch-probe", "--no-jpeg-draft"]
+    args = ["--model", str(tiny_model_dir), "--backend", "torch", "--device", "cpu"]
+    args += ["--no-batch-probe", "--no-jpeg-draft"]
     proc, url = start_subprocess([*args, "--gil-switch-interval-ms", "2.5"])
     try:
         assert httpx.get(url + "/info").json()["limits"]["gil_switch_interval_ms"] == 2.5
