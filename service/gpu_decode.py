@@ -12,11 +12,12 @@ NVIDIA package per CUDA major version whose tensors must be handed to torch thro
 wrap nvJPEG. torchvision is only in the optional ``gpu`` extra and imported only here, only when
 the backend runs on CUDA.
 
-Files arriving together are decoded in one call (:class:`GpuDecoder` gathers what is pending each
-time the event loop turns). What :func:`service.gpu_plan.plan_image` keeps on the CPU (not a JPEG,
-CMYK, progressive, an interpolation the device lacks), what nvJPEG refuses, and anything whose
-header fails to parse go through :func:`service.decode.decode_image` instead, one image at a
-time; ``jepa_decode_path_total{path, reason}`` counts both ways.
+Files arriving together are decoded in one call: :class:`GpuDecoder` sends what is pending when
+the event loop turns, and while a batch is on the GPU it gathers the next one. What
+:func:`service.gpu_plan.plan_image` keeps on the CPU (not a JPEG, CMYK, progressive, an
+interpolation the device lacks), what nvJPEG refuses, and anything whose header fails to parse go
+through :func:`service.decode.decode_image` instead, one image at a time;
+``jepa_decode_path_total{path, reason}`` counts both ways.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class GpuDecoder:
         self._gpu_thread = ThreadPoolExecutor(1, thread_name_prefix="jepa-nvjpeg")  # one stream, in order
         self._stream = torch.cuda.Stream(device)
         self._pending: list[_Pending] = []
+        self._busy = False  # a batch is in the nvJPEG thread
         self.paths = Counter(
             "jepa_decode_path",
             "Images by decode path: gpu, or cpu with the reason (not_jpeg, colour_mode, progressive, "
@@ -117,7 +119,7 @@ class GpuDecoder:
         if isinstance(plan, Plan):
             loop = asyncio.get_running_loop()
             future: asyncio.Future[torch.Tensor | None] = loop.create_future()
-            if not self._pending:
+            if not self._pending and not self._busy:
                 loop.call_soon(self._flush)  # after every decode queued in this turn of the loop
             self._pending.append(_Pending(data, plan, future))
             pixels = await future
@@ -129,9 +131,18 @@ class GpuDecoder:
         return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data, index, options)
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+        """Send what is pending to the nvJPEG thread, unless it is busy: then what arrives meanwhile
+        waits and goes as one batch when the current one is done."""
+        if self._busy or not self._pending:
+            return
+        batch, self._pending, self._busy = self._pending, [], True
         done = asyncio.get_running_loop().run_in_executor(self._gpu_thread, self._decode_batch, batch)
-        done.add_done_callback(lambda f: _settle(batch, f))
+        done.add_done_callback(lambda f: self._done(batch, f))
+
+    def _done(self, batch: list[_Pending], finished: asyncio.Future[list[torch.Tensor | None]]) -> None:
+        self._busy = False
+        _settle(batch, finished)
+        self._flush()
 
     def _decode_batch(self, batch: list[_Pending]) -> list[torch.Tensor | None]:
         """In the nvJPEG thread, on its own stream: decode all, or each alone if the batch call fails."""
