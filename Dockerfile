@@ -11,6 +11,12 @@
 # (deploy/requirements-runtime.txt: pyproject's dependencies minus torch) and ONNX Runtime, and
 # copies the exported model directory (made world-readable: the service runs as uid 10001).
 # pip itself is removed from the final venv. Mount other models under /models, set JEPA_MODEL.
+#
+# Models by name (README "Models by name"): `--build-arg BAKE_MODEL=ijepa-vith14-1k` (a short name,
+# a Hub id org/name[@revision] or a checkpoint URL) downloads that model at build time and bakes its
+# ONNX export into /models/${DEFAULT_MODEL}; or, at run time, JEPA_MODEL=org/name downloads on first
+# start into HF_HOME=/data/hf (mount a volume there). This image has no torch, so a name given at
+# run time must hold an exported directory (model.onnx); Meta's repositories need BAKE_MODEL.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG RUNTIME_BASE=${PYTHON_IMAGE}
@@ -23,6 +29,9 @@ ARG TORCH_VERSION=2.13.0
 # (e.g. "--fp16 --int8 --uint8-input").
 ARG DEFAULT_MODEL=ijepa-vit-tiny-cifar10
 ARG EXPORT_FLAGS=""
+# A model to bake in by name instead of models/${DEFAULT_MODEL}: downloaded now (the Hub or the URL
+# must be reachable from the build), exported into /models/${DEFAULT_MODEL}. Empty: no download.
+ARG BAKE_MODEL=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -38,8 +47,11 @@ COPY service ./service
 # hadolint ignore=DL3013
 RUN pip install ".[export]" \
     && pip wheel --no-deps --wheel-dir /wheels .
-COPY models/${DEFAULT_MODEL} /src/models/${DEFAULT_MODEL}
-RUN python -m export "models/${DEFAULT_MODEL}" --out "/models/${DEFAULT_MODEL}" --no-progress ${EXPORT_FLAGS} \
+COPY models/ /src/models/
+# The download cache (HF_HOME) is thrown away: the exported directory holds config, weights and graphs.
+RUN HF_HOME=/tmp/hf python -m export "${BAKE_MODEL:-models/${DEFAULT_MODEL}}" --out "/models/${DEFAULT_MODEL}" \
+        --no-progress ${EXPORT_FLAGS} \
+    && rm -rf /tmp/hf \
     && test -f "/models/${DEFAULT_MODEL}/model.onnx" \
     && chmod -R a+rX /models
 
@@ -70,10 +82,14 @@ RUN if ! command -v python3 >/dev/null; then \
     && pip install --no-deps /tmp/wheels/*.whl \
     && pip uninstall -y pip setuptools \
     && rm -rf /tmp/wheels /tmp/requirements-runtime.txt \
-    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jepa
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jepa \
+    && mkdir -p /data/hf && chown 10001:10001 /data/hf
 COPY --from=export /models/${DEFAULT_MODEL} /models/${DEFAULT_MODEL}
 COPY deploy/healthcheck.py /opt/jepa/healthcheck.py
+# HF_HOME: where models named at run time (JEPA_MODEL=org/name) are downloaded; owned by the
+# service's user, so a named volume mounted there starts writable.
 ENV JEPA_MODEL=/models/${DEFAULT_MODEL} \
+    HF_HOME=/data/hf \
     JEPA_BACKEND=onnxruntime \
     JEPA_HOST=0.0.0.0 \
     JEPA_PORT=8000

@@ -64,7 +64,7 @@ def interleaved_rates(
 
 
 def torch_runner(encoder, device: str, dtype: torch.dtype, x: np.ndarray) -> Callable[[], object]:
-    from jepa.vit import mean_pool
+    from jepa.heads import mean_pool
 
     model = copy.deepcopy(encoder).to(device=device, dtype=dtype)  # the caller's encoder stays fp32 on CPU
 

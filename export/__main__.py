@@ -12,6 +12,7 @@ from pathlib import Path
 
 from export.contract import EXTERNAL_DATA_THRESHOLD
 from export.options import ExportOptions
+from jepa.contract import RECORD_FILE, ExportRecord
 
 EXIT_FAILED = 1
 EXIT_BAD_SOURCE = 2
@@ -19,7 +20,11 @@ EXIT_BAD_SOURCE = 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    p.add_argument("source", type=Path, help="our model directory, an official .pth.tar, or an HF IJepaModel directory")
+    p.add_argument(
+        "source",
+        help="our model directory, an official .pth.tar, an HF IJepaModel directory, or a name for one: a short "
+        "name (python -m jepa models), a Hub id org/name[@revision] or a checkpoint URL (downloaded first)",
+    )
     p.add_argument("--out", type=Path, required=True, help="model directory to write (weights, config, graphs)")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O, float16 inside)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (ONNX Runtime dynamic int8)")
@@ -62,19 +67,17 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     )  # fmt: skip
 
 
-def format_table(report: dict) -> str:
+def format_table(report: ExportRecord) -> str:
     """One markdown row per graph: the worst errors over all checks and the threshold it met."""
     rows = [
         "| graph | max abs | max rel | min cos | mean global cos (photos) | threshold |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, g in report["graphs"].items():
-        s, t = g["summary"], g["thresholds"]
-        limit = f"rel <= {t['max_rel']:g}" if t["max_rel"] is not None else f"cos >= {t['min_photos_global_cos']:g}"
-        rows.append(
-            f"| {name} | {s['max_abs']:.2e} | {s['max_rel']:.2e} | {s['min_cos']:.6f} "
-            f"| {s['photos_global_cos_mean']:.6f} | {limit} |"
-        )
+    for name, g in report.graphs.items():
+        s, t = g.summary, g.thresholds
+        limit = f"rel <= {t.max_rel:g}" if t.max_rel is not None else f"cos >= {t.min_photos_global_cos:g}"
+        cells = f"{s.max_abs:.2e} | {s.max_rel:.2e} | {s.min_cos:.6f} | {s.photos_global_cos_mean:.6f}"
+        rows.append(f"| {name} | {cells} | {limit} |")
     return "\n".join(rows)
 
 
@@ -121,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_report(report: dict, out: Path) -> None:
+def print_report(report: ExportRecord, out: Path) -> None:
     print(format_table(report))
-    v = report["versions"]
+    v = report.versions
     print(
-        f"exporter {report['exporter']}, opset {report['opset']}; torch {v['torch']}, onnx {v['onnx']}, "
+        f"exporter {report.exporter}, opset {report.opset}; torch {v['torch']}, onnx {v['onnx']}, "
         f"onnxruntime {v['onnxruntime']}, onnxscript {v['onnxscript']}"
     )
-    print(f"verified on {report['verification_images']['source']} photos; wrote {out}/export.json")
-    if "triton" in report:
-        print(f"Triton repository: {report['triton']}")
+    print(f"verified on {report.verification_images['source']} photos; wrote {out}/{RECORD_FILE}")
+    if report.triton is not None:
+        print(f"Triton repository: {report.triton}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
-"""The names and limits every exported graph shares with its consumers (service, Triton, tests).
+"""Export-only constants: opset, exporter, size limits and the operators every target accepts.
 
-Torch-free, so the CLI's ``--help`` and the ONNX Runtime service can read them cheaply.
+The names every exported graph shares with its consumers (file names, input and output names, the
+``export.json`` record) are the core's: :mod:`jepa.contract`. Torch-free, so the CLI's ``--help``
+stays fast.
 """
 
 from __future__ import annotations
 
-INPUT_NAME = "pixel_values"
-UINT8_INPUT_NAME = "images"
-OUTPUT_NAMES = ("patch_embeddings", "global_embedding")
 DEFAULT_OPSET = 18
 EXPORTER = "torch.onnx.export(dynamo=True)"
 # Protobuf cannot serialise a model over 2 GiB; above this many bytes of weights we write external data.

@@ -14,24 +14,16 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from export.contract import (
-    DEFAULT_OPSET,
-    EXPORTER,
-    EXTERNAL_DATA_THRESHOLD,
-    INPUT_NAME,
-    MAX_BATCH,
-    OUTPUT_NAMES,
-    TENSORRT_SAFE_OPS,
-    UINT8_INPUT_NAME,
-)
-from jepa.vit import Encoder, mean_pool
+from export.contract import DEFAULT_OPSET, EXPORTER, EXTERNAL_DATA_THRESHOLD, MAX_BATCH, TENSORRT_SAFE_OPS
+from jepa.contract import GRAPH_OUTPUT_NAMES, INPUT_NAME, OUTPUTS, UINT8_INPUT_NAME
+from jepa.heads import EmbeddingHeads
+from jepa.vit import Encoder
 
 __all__ = ["EXPORTER", "ExportError", "export_onnx", "graph_ops"]
 
@@ -42,46 +34,27 @@ class ExportError(RuntimeError):
     """The exporter produced no graph, or one we refuse (unsupported operators, failed check)."""
 
 
-class EmbeddingHead(nn.Module):
-    """``pixel_values [B, 3, S, S]`` float32 -> ``(patch_embeddings [B, N, D], global_embedding [B, D])``.
+class GraphHead(nn.Module):
+    """:class:`~jepa.heads.EmbeddingHeads` with every output, as the tuple the exporter names by
+    :data:`~jepa.contract.GRAPH_OUTPUT_NAMES` (an exported graph's outputs are positional).
 
     With ``dtype=float16`` the encoder runs in half precision while the graph's inputs and outputs
-    stay float32 (casts inside), and the mean pool is taken in float32.
-    """
+    stay float32 (casts inside), and the pooling is taken in float32. With ``uint8_input`` the
+    input is raw RGB ``images [B, S, S, 3]`` and the model's normalisation runs inside."""
 
-    def __init__(self, encoder: Encoder, dtype: Dtype = "float32") -> None:
+    def __init__(self, encoder: Encoder, dtype: Dtype = "float32", uint8_input: bool = False) -> None:
         super().__init__()
-        self.dtype = getattr(torch, dtype)
-        self.encoder = encoder.to(self.dtype)
+        self.uint8_input = uint8_input
+        self.heads = EmbeddingHeads(encoder, frozenset(OUTPUTS), uint8_input=uint8_input, dtype=getattr(torch, dtype))
 
-    def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-        tokens = self.encoder(pixel_values.to(self.dtype)).float()  # [B, N, D]
-        return tokens, mean_pool(tokens)
-
-
-class Uint8Head(nn.Module):
-    """``images [B, S, S, 3]`` uint8 RGB -> the same outputs, with the model's normalisation inside."""
-
-    def __init__(self, head: EmbeddingHead, mean: Iterable[float], std: Iterable[float]) -> None:
-        super().__init__()
-        self.head = head
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(list(std)).reshape(1, 3, 1, 1)))
-        self.register_buffer(
-            "shift", torch.tensor(list(mean)).reshape(1, 3, 1, 1) / torch.tensor(list(std)).reshape(1, 3, 1, 1)
-        )
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        x = images.permute(0, 3, 1, 2).float()  # [B, 3, S, S]
-        return self.head(x * self.scale - self.shift)
+    def forward(self, pixels: Tensor) -> tuple[Tensor, ...]:
+        result = self.heads(pixels)
+        return tuple(result.get(o) for o in OUTPUTS)
 
 
-def build_head(encoder: Encoder, *, dtype: Dtype = "float32", uint8_input: bool = False) -> nn.Module:
+def build_head(encoder: Encoder, *, dtype: Dtype = "float32", uint8_input: bool = False) -> GraphHead:
     """The module that is exported; works on a copy so the caller's encoder keeps its dtype."""
-    head = EmbeddingHead(copy.deepcopy(encoder).eval(), dtype)
-    if uint8_input:
-        pre = encoder.config.preprocess
-        return Uint8Head(head, pre.mean, pre.std).eval()
-    return head.eval()
+    return GraphHead(copy.deepcopy(encoder).eval(), dtype, uint8_input).eval()
 
 
 def example_input(encoder: Encoder, batch: int = 2, *, uint8_input: bool = False) -> Tensor:
@@ -133,20 +106,16 @@ def _run_exporter(
                 (example,),
                 None,
                 input_names=[input_name],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(GRAPH_OUTPUT_NAMES),
                 opset_version=opset,
                 dynamo=True,
-                dynamic_shapes={_forward_arg(head): {0: batch}},
+                dynamic_shapes={"pixels": {0: batch}},  # GraphHead.forward's argument
                 optimize=True,
                 verbose=False,
             )
             program.save(out_path, external_data=external_data)
         except Exception as e:  # the exporter raises many unrelated types; name the step and re-raise typed
             raise ExportError(f"torch.onnx.export failed for {out_path.name}: {type(e).__name__}: {e}") from e
-
-
-def _forward_arg(head: nn.Module) -> str:
-    return "images" if isinstance(head, Uint8Head) else "pixel_values"
 
 
 def check_graph(path: Path) -> None:

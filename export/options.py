@@ -12,7 +12,7 @@ from export.contract import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD
 class ExportOptions:
     """What to export and the thresholds each graph must meet; built once by the CLI."""
 
-    source: Path
+    source: str | Path  # a path, or a name jepa.hub resolves (Hub id, short name, URL)
     out: Path
     fp16: bool = False
     int8: bool = False

@@ -6,7 +6,6 @@ every graph passed its check, so a failed export never leaves a graph that looks
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -23,10 +22,8 @@ from export.onnx import export_onnx, graph_ops
 from export.options import ExportOptions
 from export.quantize import quantize_int8
 from export.verify import Photos, check_graph_against_torch, enforce, load_photos, summarise
+from jepa.contract import GRAPH_FILES, GRAPH_OUTPUT_NAMES, ExportRecord, GraphRecord
 from jepa.vit import Encoder
-
-GRAPH_FILES = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.uint8.onnx")
-REPORT_NAME = "export.json"
 
 
 class OutputError(OSError):
@@ -35,14 +32,17 @@ class OutputError(OSError):
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """One graph to produce: its file, how to make it, and the threshold it must meet."""
+    """One graph to produce: its file (a :data:`~jepa.contract.GRAPH_FILES` name, which says its
+    dtype and input), how to make it, and the threshold it must meet."""
 
     file: str
-    dtype: str
     make: Callable[[Path], Path]
-    uint8_input: bool = False
     max_rel: float | None = None
     min_cos: float | None = None
+
+    @property
+    def uint8_input(self) -> bool:
+        return GRAPH_FILES[self.file].input == "uint8"
 
 
 def ensure_writable(out: Path) -> None:
@@ -67,28 +67,20 @@ def graph_specs(encoder: Encoder, opts: ExportOptions, staging: Path) -> list[Gr
             encoder, path, opts.opset, external_data_threshold=opts.external_data_threshold, **kw
         )
 
-    specs = [GraphSpec("model.onnx", "float32", onnx_maker(), max_rel=opts.fp32_max_rel)]
+    specs = [GraphSpec("model.onnx", onnx_maker(), max_rel=opts.fp32_max_rel)]
     if opts.fp16:
-        specs.append(GraphSpec("model.fp16.onnx", "float16", onnx_maker(dtype="float16"), max_rel=opts.fp16_max_rel))
-    if opts.int8:
-        specs.append(
-            GraphSpec(
-                "model.int8.onnx",
-                "int8-dynamic",
-                lambda path: quantize_int8(fp32, path, external_data=big),
-                min_cos=opts.int8_min_cos,
-            )
+        specs.append(GraphSpec("model.fp16.onnx", onnx_maker(dtype="float16"), max_rel=opts.fp16_max_rel))
+    if opts.int8:  # ONNX Runtime's dynamic quantisation of the fp32 graph (export/quantize.py)
+        int8 = GraphSpec(
+            "model.int8.onnx", lambda path: quantize_int8(fp32, path, external_data=big), min_cos=opts.int8_min_cos
         )
+        specs.append(int8)
     if opts.uint8_input:
-        specs.append(
-            GraphSpec(
-                "model.uint8.onnx", "float32", onnx_maker(uint8_input=True), uint8_input=True, max_rel=opts.fp32_max_rel
-            )
-        )
+        specs.append(GraphSpec("model.uint8.onnx", onnx_maker(uint8_input=True), max_rel=opts.fp32_max_rel))
     return specs
 
 
-def produce(encoder: Encoder, spec: GraphSpec, staging: Path, photos: Photos) -> dict:
+def produce(encoder: Encoder, spec: GraphSpec, staging: Path, photos: Photos) -> GraphRecord:
     """Make one graph, verify it, and return its export.json entry; raises when it fails its threshold."""
     path = staging / spec.file
     start = time.perf_counter()
@@ -98,17 +90,19 @@ def produce(encoder: Encoder, spec: GraphSpec, staging: Path, photos: Photos) ->
     summary = summarise(records)
     enforce(path, summary, max_rel=spec.max_rel, min_cos=spec.min_cos)
     data = path.with_name(path.name + ".data")
-    return {
-        "dtype": spec.dtype,
-        "input": "images uint8 [batch,S,S,3]" if spec.uint8_input else "pixel_values float32 [batch,3,S,S]",
-        "export_seconds": round(seconds, 2),
-        "bytes": path.stat().st_size + (data.stat().st_size if data.is_file() else 0),
-        "external_data": data.name if data.is_file() else None,
-        "ops": sorted(graph_ops(path)),
-        "thresholds": {"max_rel": spec.max_rel, "min_photos_global_cos": spec.min_cos},
-        "summary": summary,
-        "checks": records,
-    }
+    graph = GRAPH_FILES[spec.file]
+    return GraphRecord(
+        dtype=graph.dtype,
+        input=graph.input,
+        outputs=GRAPH_OUTPUT_NAMES,
+        export_seconds=round(seconds, 2),
+        bytes=path.stat().st_size + (data.stat().st_size if data.is_file() else 0),
+        external_data=data.name if data.is_file() else None,
+        ops=tuple(sorted(graph_ops(path))),
+        thresholds={"max_rel": spec.max_rel, "min_photos_global_cos": spec.min_cos},
+        summary=summary,
+        checks=tuple(records),
+    )
 
 
 def versions() -> dict[str, str]:
@@ -127,10 +121,9 @@ def publish(staging: Path, out: Path, written: list[str]) -> None:
 
 
 def report_header(encoder: Encoder, opts: ExportOptions, photos: Photos) -> dict:
+    """The record's fields that describe the run rather than one graph."""
     config = encoder.config
     return {
-        "format": "jepa-export",
-        "format_version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": config.name,
         "source": str(opts.source),
@@ -145,8 +138,8 @@ def report_header(encoder: Encoder, opts: ExportOptions, photos: Photos) -> dict
     }
 
 
-def run_export(encoder: Encoder, opts: ExportOptions, step: Callable[[str], None] = lambda _: None) -> dict:
-    """Export, verify and publish; returns the export.json content. ``step`` reports progress."""
+def run_export(encoder: Encoder, opts: ExportOptions, step: Callable[[str], None] = lambda _: None) -> ExportRecord:
+    """Export, verify and publish; returns what export.json holds. ``step`` reports progress."""
     from jepa import save_model_dir
 
     ensure_writable(opts.out)
@@ -155,18 +148,20 @@ def run_export(encoder: Encoder, opts: ExportOptions, step: Callable[[str], None
     try:
         step("save model directory")
         save_model_dir(encoder, staging)
-        report = {**report_header(encoder, opts, photos), "graphs": {}}
+        graphs: dict[str, GraphRecord] = {}
         for spec in graph_specs(encoder, opts, staging):
             step(f"export + verify {spec.file}")
-            report["graphs"][spec.file] = produce(encoder, spec, staging, photos)
+            graphs[spec.file] = produce(encoder, spec, staging, photos)
+        triton = None
         if opts.triton is not None:
             from export.triton import write_triton_repo
 
             step("write Triton repository")
             repo = write_triton_repo(opts.triton, staging / "model.onnx", encoder.config.name, opts.triton_max_batch)
-            report["triton"] = str(repo)
-        (staging / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
-        publish(staging, opts.out, list(report["graphs"]))
+            triton = str(repo)
+        record = ExportRecord(**report_header(encoder, opts, photos), graphs=graphs, triton=triton)
+        record.write(staging)
+        publish(staging, opts.out, list(graphs))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return report
+    return record

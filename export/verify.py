@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.contract import INPUT_NAME, OUTPUT_NAMES, UINT8_INPUT_NAME
 from jepa.config import ModelConfig
+from jepa.contract import GRAPH_OUTPUT_NAMES, INPUT_NAME, OUTPUTS, UINT8_INPUT_NAME
+from jepa.heads import embed_tensors
 from jepa.preprocess import normalize, prepare_image
-from jepa.vit import Encoder, mean_pool
+from jepa.vit import Encoder
 
 BATCH_SIZES = (1, 7)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -101,9 +102,10 @@ def compare(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def torch_reference(encoder: Encoder, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tokens = encoder(torch.from_numpy(pixel_values).float())
-    return tokens.numpy(), mean_pool(tokens).numpy()
+def torch_reference(encoder: Encoder, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of the fp32 encoder, by graph output name."""
+    result = embed_tensors(encoder, torch.from_numpy(pixel_values).float(), frozenset(OUTPUTS))
+    return {name: result.get(o).numpy() for o, name in zip(OUTPUTS, GRAPH_OUTPUT_NAMES, strict=True)}  # type: ignore[union-attr]
 
 
 def check_graph_against_torch(
@@ -127,10 +129,11 @@ def check_graph_against_torch(
             if kind == "random" and not uint8_input:
                 normalised = rng.standard_normal((batch, 3, s, s)).astype(np.float32)
             feed = {UINT8_INPUT_NAME: pixels} if uint8_input else {INPUT_NAME: normalised}
-            outputs = session.run(list(OUTPUT_NAMES), feed)
+            outputs = session.run(list(GRAPH_OUTPUT_NAMES), feed)
             references = torch_reference(encoder, normalised)
             record = {"inputs": kind, "batch": batch}
-            for name, ref, got in zip(OUTPUT_NAMES, references, outputs, strict=True):
+            for name, got in zip(GRAPH_OUTPUT_NAMES, outputs, strict=True):
+                ref = references[name]
                 if got.shape != ref.shape:
                     raise VerificationError(f"{graph.name}: {name} has shape {got.shape}, PyTorch gives {ref.shape}")
                 record[name] = compare(ref, got)
@@ -140,7 +143,7 @@ def check_graph_against_torch(
 
 def summarise(records: list[dict]) -> dict[str, float]:
     """Worst case over all records, and the mean global-embedding cosine on photos."""
-    cells = [r[name] for r in records for name in OUTPUT_NAMES]
+    cells = [r[name] for r in records for name in GRAPH_OUTPUT_NAMES]
     photo_cos = [r["global_embedding"]["cos_mean"] for r in records if r["inputs"] == "photos"]
     return {
         "max_abs": max(c["max_abs"] for c in cells),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jepa.config import SIZES, Architecture, ModelConfig, Preprocess, Provenance
-from jepa.errors import CheckpointError, ConfigError, JepaError
+from jepa.errors import CheckpointError, ConfigError, JepaError, ModelSourceError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,6 +25,7 @@ __all__ = [
     "Encoder",
     "JepaError",
     "ModelConfig",
+    "ModelSourceError",
     "Preprocess",
     "Provenance",
     "build_encoder",
@@ -41,17 +42,28 @@ def load_encoder(
     device: str = "cpu",
     verify: bool = True,
 ) -> Encoder:
-    """Load a model directory, an official ``.pth.tar`` or an HF ``IJepaModel`` directory.
+    """Load a model directory, an official ``.pth.tar`` or an HF ``IJepaModel`` directory, or a
+    name for one: a catalogue short name (``python -m jepa models``), a Hugging Face Hub id
+    (``org/name[@revision]``) or a checkpoint URL, downloaded first (:mod:`jepa.hub`).
 
     Official checkpoints give their ``target_encoder`` (what the paper evaluates) unless
     ``encoder="encoder"`` asks for the context encoder; ``num_heads`` overrides the head count
-    inferred from the width. Returns the encoder in eval mode.
+    inferred from the width. Returns the encoder in eval mode; ``config.provenance.source`` names
+    the Hub repo and commit (``hf:org/name@sha``) or the URL when the files came from one.
     """
     from jepa.formats import load
+    from jepa.hub import resolve
 
     if encoder not in ("target_encoder", "encoder"):
         raise ValueError(f"encoder must be 'target_encoder' or 'encoder', got {encoder!r}")
-    return load(source, encoder=encoder, num_heads=num_heads, verify=verify).to(device)  # type: ignore[arg-type]
+    resolved = resolve(source)
+    model = load(resolved.path, encoder=encoder, num_heads=num_heads, verify=verify)  # type: ignore[arg-type]
+    if resolved.origin is not None:
+        old = model.config.provenance.source  # meta:<path>:<encoder> keeps saying which encoder
+        origin = f"meta:{resolved.origin}:{encoder}" if old.startswith("meta:") else resolved.origin
+        provenance = model.config.provenance.model_copy(update={"source": origin})
+        model.config = model.config.model_copy(update={"provenance": provenance})
+    return model.to(device)
 
 
 def build_encoder(

@@ -43,3 +43,10 @@ class ConfigError(JepaError):
 def _short(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return shown if len(keys) <= limit else f"{shown}, ... ({len(keys)} in all)"
+
+
+class ModelSourceError(CheckpointError, ValueError):
+    """A model name, Hub id or URL could not be turned into local files: unknown name, no network,
+    404, a truncated or corrupt download. ``path`` is the source as given; the message says what to
+    download, from where, and where to put it. Also a ``ValueError``: to the service and the CLIs it
+    is a bad ``--model`` value."""

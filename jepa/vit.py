@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from jepa.config import ModelConfig
+from jepa.contract import Output
+from jepa.heads import embed_tensors
 from jepa.layers import Block, PatchEmbed, gather_tokens, resize_pos_embed, sincos_2d
 
 if TYPE_CHECKING:
@@ -73,22 +75,15 @@ class Encoder(nn.Module):
         return preprocess_batch(images, self.config.preprocess, self.config.image_size)
 
     @torch.inference_mode()
-    def embed(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
-        """PIL images -> ``{"global": [B, D], "patch": [B, N, D]}`` float32 numpy arrays."""
+    def embed(
+        self, images: Sequence[Image.Image], outputs: Sequence[Output] = ("global", "patch")
+    ) -> dict[str, np.ndarray]:
+        """PIL images -> ``{"global": [B, D], "patch": [B, N, D]}`` float32 numpy arrays (the
+        ``outputs`` asked for; ``"multilayer"`` gives ``[B, 4 D]``, see :mod:`jepa.heads`)."""
         param = next(self.parameters())
         pixel_values = self.preprocess(images).to(device=param.device, dtype=param.dtype)
-        tokens = self(pixel_values).float()
-        return {"global": mean_pool(tokens).cpu().numpy(), "patch": tokens.cpu().numpy()}
-
-
-def mean_pool(tokens: Tensor) -> Tensor:
-    """Global embedding: mean of the patch tokens, ``[B, N, D] -> [B, D]`` (the paper's evaluation)."""
-    return tokens.mean(dim=1)
-
-
-def last4_pool(encoder: Encoder, pixel_values: Tensor) -> Tensor:
-    """Concatenated mean of the last four layers, ``[B, 4 * D]`` (the paper's transfer evaluations)."""
-    return torch.cat([mean_pool(t) for t in encoder.forward_layers(pixel_values, 4)], dim=-1)
+        result = embed_tensors(self, pixel_values, frozenset(outputs))
+        return {name: result.get(name).cpu().numpy() for name in outputs}  # type: ignore[union-attr]
 
 
 class Predictor(nn.Module):

@@ -11,67 +11,32 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from functools import partial
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
-from jepa.preprocess import normalize
 from service import auth
-from service.backends import load_backend
-from service.batcher import Batcher, BatchLimits, Result
-from service.decode import DecodeOptions, decode_all
+from service.decode import decode_all
 from service.decode_procs import DecodeProcesses
-from service.encode import ModelFacts, encode_results, negotiate
-from service.errors import ApiError, ClientClosed, install_handlers
+from service.encode import encode_results, negotiate
+from service.errors import ApiError, ClientClosed, InvalidParameters, install_handlers
 from service.gpu_plan import wants_gpu_decode
+from service.image_queue import Result
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
-from service.schemas import EmbedRequest, EmbedResponse, ErrorResponse
+from service.plan import RequestLimits
+from service.runtime import Runtime, start
+from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
 from service.state import AppState
+from service.ui import install_ui
+
+if TYPE_CHECKING:  # torch is imported only on a GPU host
+    from service.gpu_decode import GpuDecoder
 
 log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
-
-
-async def start(state: AppState) -> None:
-    """Load the backend (in a thread), start the batcher, warm it with a full batch."""
-    s = state.settings
-    loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, load_backend, s, state.model_path)
-    config = backend.config
-    norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=config.preprocess)
-    limits = BatchLimits(s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, s.retry_after_s, s.inference_timeout_s)
-    state.batcher = Batcher(backend, limits, norm, state.metrics)
-    state.decode_options = DecodeOptions(
-        config.preprocess, config.image_size, s.max_pixels, s.jpeg_draft, s.jpeg_draft_margin
-    )
-    state.facts = ModelFacts(config.name, config.embed_dim, config.grid)
-    if wants_gpu_decode(s.gpu_decode, backend.info.name, backend.info.device):
-        from service.gpu_decode import open_gpu_decoder
-
-        state.gpu_decoder = open_gpu_decoder(
-            s.gpu_decode == "on", backend.info.device, state.decode_pool, state.metrics.registry
-        )
-    state.metrics.model.info(
-        {
-            "model": config.name,
-            "backend": backend.info.name,
-            "device": backend.info.device,
-            "dtype": backend.info.dtype,
-            "dim": str(config.embed_dim),
-        }
-    )
-    state.batcher.start()
-    if state.decode_processes is not None:
-        await state.decode_processes.start()
-    if s.warmup:
-        await state.batcher.warmup()
-    if s.batch_probe and backend.info.device == "cpu":
-        await state.batcher.probe_batch_size()
-    state.warmed = True
-    log.info("serving %s with %s on %s (%s)", config.name, backend.info.name, backend.info.device, backend.info.reason)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -86,28 +51,37 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await start(state)
         try:
+            if state.decode_processes is not None:
+                await state.decode_processes.start()
+            state.runtime = await start(settings, state.model_path, state.metrics)
+            state.gpu_decoder = gpu_decoder(state, state.runtime)
             yield
         finally:
-            await state.drain(settings.drain_timeout_s)
-            if state.batcher is not None:
-                await state.batcher.close(settings.drain_timeout_s)
-            state.decode_pool.shutdown(wait=False, cancel_futures=True)
-            if state.decode_processes is not None:
-                state.decode_processes.shutdown()
-            if state.gpu_decoder is not None:
-                state.gpu_decoder.shutdown()
+            await state.shutdown()
 
     app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
     app.state.jepa = state
     install_handlers(app)
     add_routes(app, state)
+    if settings.ui:
+        install_ui(app)
     return app
+
+
+def gpu_decoder(state: AppState, runtime: Runtime) -> GpuDecoder | None:
+    """``--gpu-decode`` for the loaded backend (torch is imported only when it runs on CUDA)."""
+    info = runtime.backend.info
+    if not wants_gpu_decode(state.settings.gpu_decode, info.name, info.device):
+        return None
+    from service.gpu_decode import open_gpu_decoder
+
+    return open_gpu_decoder(state.settings.gpu_decode == "on", info.device, state.decode_pool, state.metrics.registry)
 
 
 def add_routes(app: FastAPI, state: AppState) -> None:
     key = auth.require_key(state.settings.api_key)
+    limits = RequestLimits.from_settings(state.settings)
     metrics_deps = [Depends(key)] if state.settings.metrics_require_key else []
 
     @app.get("/health")
@@ -123,7 +97,7 @@ def add_routes(app: FastAPI, state: AppState) -> None:
 
     @app.get("/info", dependencies=[Depends(key)])
     async def info() -> dict[str, object]:
-        return describe(state)
+        return describe(state, state.admit())
 
     @app.get(
         "/metrics",
@@ -145,35 +119,35 @@ def add_routes(app: FastAPI, state: AppState) -> None:
     )
     async def embed(request: Request) -> Response:
         """Embed one or more images (multipart field ``image``, a raw ``image/*`` body, or JSON)."""
-        return await handle_embed(request, state)
+        return await handle_embed(request, state, limits)
 
 
-async def handle_embed(request: Request, state: AppState) -> Response:
+async def handle_embed(request: Request, state: AppState, limits: RequestLimits) -> Response:
     started = time.perf_counter()
     m, count = state.metrics, 0
     with state.track():
         try:
-            batcher = state.admit_request()
-            blobs, options = await parse_embed_request(request, state.settings, state.decode_pool)
+            runtime = state.admit_request()
+            blobs, options = await parse_embed_request(request, limits, state.decode_pool)
             count = len(blobs)
             kind = negotiate(request.headers.get("accept"), options)
+            check_outputs(options, runtime)
             t = time.perf_counter()
-            decode_options = state.decode_options
-            assert decode_options is not None and state.facts is not None
-            with batcher.reserve(count):  # a request the queue cannot take is refused before decoding
+            with runtime.batcher.reserve(count):  # a request the queue cannot take is refused before decoding
                 decoder = state.gpu_decoder or state.decode_processes or state.decode_pool
-                pixels = await decode_all(blobs, decode_options, decoder, state.settings.decode_timeout_s)
+                pixels = await decode_all(blobs, runtime.decode_options, decoder, state.settings.decode_timeout_s)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
-                futures = batcher.submit(pixels, options.want_patch)
+                futures = runtime.batcher.submit(pixels, frozenset(options.outputs))
             results = await wait_or_disconnect(request, futures)
             t = time.perf_counter()
+            facts = runtime.facts
             if options.want_patch or len(results) > INLINE_ENCODE_MAX:
                 # A patch grid as JSON takes milliseconds per image: keep it off the event loop.
                 body, media = await asyncio.get_running_loop().run_in_executor(
-                    state.decode_pool, encode_results, kind, results, state.facts, options
+                    state.decode_pool, encode_results, kind, results, facts, options
                 )
             else:  # a few global vectors encode in microseconds, less than the hop to a thread
-                body, media = encode_results(kind, results, state.facts, options)
+                body, media = encode_results(kind, results, facts, options)
             m.stage_seconds.labels("encode").observe(time.perf_counter() - t)
         except ApiError as e:
             m.requests.labels(e.type).inc()
@@ -186,9 +160,19 @@ async def handle_embed(request: Request, state: AppState) -> Response:
     m.requests.labels("ok").inc()
     m.images.labels("ok").inc(count)
     m.request_seconds.observe(time.perf_counter() - started)
-    facts = state.facts
     headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": f"{facts.grid[0]},{facts.grid[1]}"}
     return Response(body, media_type=media, headers=headers)
+
+
+def check_outputs(options: EmbedOptions, runtime: Runtime) -> None:
+    """422 for an output the backend cannot produce (a graph exported before it existed)."""
+    missing = sorted(set(options.outputs) - runtime.backend.outputs)
+    if missing:
+        graph = runtime.plan.graph.name if runtime.plan.graph is not None else "the backend"
+        raise InvalidParameters(
+            f"outputs {missing} are not in {graph}, which was exported before they existed; re-export the model "
+            "with python -m export, or serve it with --backend torch"
+        )
 
 
 async def wait_or_disconnect(request: Request, futures: list[asyncio.Future[Result]]) -> list[Result]:
@@ -211,14 +195,15 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def describe(state: AppState) -> dict[str, object]:
-    s, batcher = state.settings, state.batcher
-    assert batcher is not None
-    config, info = batcher.backend.config, batcher.backend.info
+def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
+    s, batcher, plan = state.settings, runtime.batcher, runtime.plan
+    config, info = runtime.backend.config, runtime.backend.info
     return {
         "model": config.name,
         "model_path": state.model_path,
         "dim": config.embed_dim,
+        "multilayer_dim": runtime.facts.multilayer_dim,
+        "outputs": sorted(runtime.backend.outputs),
         "grid": list(config.grid),
         "patch_size": config.patch_size,
         "image_size": config.image_size,
@@ -235,9 +220,9 @@ def describe(state: AppState) -> dict[str, object]:
         "limits": {
             "max_concurrent_requests": s.max_concurrent_requests,
             "max_batch_size": s.max_batch_size,
-            "batch_size_in_use": batcher.max_batch,
-            "batch_probe_ms_per_image": {str(b): round(ms, 3) for b, ms in batcher.probe_ms_per_image.items()},
-            "inference_workers": batcher.workers,
+            "batch_size_in_use": batcher.limits.max_batch_size,
+            "batch_probe_ms_per_image": {str(b): round(ms, 3) for b, ms in runtime.calibration.ms_per_image.items()},
+            "inference_workers": plan.workers,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,
             "max_images_per_request": s.max_images_per_request,
@@ -259,13 +244,9 @@ def _query(name: str, schema: dict[str, object]) -> dict[str, object]:
 
 
 _FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
+# The query parameters are EmbedOptions' fields, so a new output or encoding shows up in /docs by itself.
 EMBED_OPENAPI: dict[str, object] = {
-    "parameters": [
-        _query("outputs", {"type": "array", "items": {"enum": ["global", "patch"]}}),
-        _query("normalize", {"type": "boolean"}),
-        _query("encoding", {"enum": ["float", "base64"]}),
-        _query("dtype", {"enum": ["float32", "float16"]}),
-    ],
+    "parameters": [_query(name, schema) for name, schema in EmbedOptions.model_json_schema()["properties"].items()],
     "requestBody": {
         "required": True,
         "content": {

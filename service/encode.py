@@ -1,9 +1,11 @@
 """Batch results -> the response body, in the encoding the request and ``Accept`` ask for.
 
-- JSON (default): ``{"model", "dim", "grid", "dtype", "data": [{"index", "embedding"?, "patch_embeddings"?}]}``
-  with float lists (orjson writes numpy arrays directly) or base64 of little-endian raw arrays.
-- ``Accept: application/vnd.safetensors``: tensors ``embedding [B, D]`` and ``patch_embeddings
-  [B, N, D]`` (those asked for), metadata ``model``, ``dim``, ``grid`` ("gh,gw").
+- JSON (default): ``{"model", "dim", "grid", "dtype", "data": [{"index", "embedding"?, "patch_embeddings"?,
+  "multilayer_embedding"?}]}`` with float lists (orjson writes numpy arrays directly) or base64 of
+  little-endian raw arrays. Keys are :data:`jepa.contract.OUTPUT_SPECS`' ``field`` names.
+- ``Accept: application/vnd.safetensors``: tensors ``embedding [B, D]``, ``patch_embeddings
+  [B, N, D]`` and ``multilayer_embedding [B, L*D]`` (those asked for), metadata ``model``, ``dim``,
+  ``grid`` ("gh,gw").
 - ``Accept: application/x-npz``: the same arrays in a NumPy ``.npz`` (``np.load`` gives a dict).
 - ``Accept: application/x-npy``: one ``.npy`` array, ``embedding [B, D]``, so only for
   ``outputs=global``; asking for patches with it is a 406 pointing at the two formats above.
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from service.batcher import Result
+from jepa.contract import OUTPUT_SPECS, OUTPUTS
 from service.errors import NotAcceptable
+from service.image_queue import Result
 from service.schemas import EmbedOptions
 
 BINARY_TYPES = {
@@ -34,15 +37,16 @@ class ModelFacts:
     name: str
     dim: int
     grid: tuple[int, int]
+    multilayer_dim: int
 
 
 def negotiate(accept: str | None, options: EmbedOptions) -> str:
     """``json``, ``safetensors``, ``npz`` or ``npy`` from the ``Accept`` header (first match wins)."""
     for part in (accept or "").split(","):
         kind = BINARY_TYPES.get(part.split(";")[0].strip().lower())
-        if kind == "npy" and options.want_patch:
+        if kind == "npy" and options.outputs != ("global",):
             raise NotAcceptable(
-                "application/x-npy holds one array (embedding); for patches use application/x-npz "
+                "application/x-npy holds one array (embedding); for other outputs use application/x-npz "
                 "or application/vnd.safetensors"
             )
         if kind is not None:
@@ -51,16 +55,17 @@ def negotiate(accept: str | None, options: EmbedOptions) -> str:
 
 
 def gather_arrays(results: list[Result], options: EmbedOptions) -> dict[str, np.ndarray]:
-    """Per-image results -> ``{"embedding": [B, D], "patch_embeddings": [B, N, D]}`` as asked."""
+    """Per-image results -> ``{"embedding": [B, D], "patch_embeddings": [B, N, D], ...}`` as asked,
+    in the contract's order. ``normalize`` L2-normalises the global embedding only."""
     dtype = np.dtype("<f2" if options.dtype == "float16" else "<f4")
     arrays: dict[str, np.ndarray] = {}
-    if options.want_global:
-        pooled = np.stack([r[0] for r in results])  # [B, D]
-        if options.normalize:
-            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        arrays["embedding"] = np.ascontiguousarray(pooled, dtype=dtype)
-    if options.want_patch:
-        arrays["patch_embeddings"] = np.ascontiguousarray(np.stack([r[1] for r in results]), dtype=dtype)
+    for output in OUTPUTS:
+        if output not in options.outputs:
+            continue
+        stacked = np.stack([r.get(output) for r in results])  # type: ignore[arg-type]
+        if output == "global" and options.normalize:
+            stacked = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+        arrays[OUTPUT_SPECS[output].field] = np.ascontiguousarray(stacked, dtype=dtype)
     return arrays
 
 
@@ -88,7 +93,7 @@ def encode_results(kind: str, results: list[Result], facts: ModelFacts, options:
 
 
 def encode_json(arrays: dict[str, np.ndarray], facts: ModelFacts, options: EmbedOptions) -> bytes:
-    names = [n for n in ("embedding", "patch_embeddings") if n in arrays]
+    names = list(arrays)
     count = len(next(iter(arrays.values())))
     data = []
     for i in range(count):

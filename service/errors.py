@@ -9,6 +9,8 @@ else is a bug: it becomes a generic 500 and is logged with its traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -132,7 +134,12 @@ STATUS: dict[type[ApiError], int] = {
 
 
 def status_of(error: ApiError) -> int:
-    return STATUS.get(type(error), 500)
+    """The status of the nearest class in ``error``'s MRO that the table lists (a subclass of a
+    400 error is a 400); 500 for none."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500
 
 
 def error_response(error: ApiError) -> Response:
@@ -155,9 +162,10 @@ def _http_error(exc: StarletteHTTPException) -> ApiError:
     return InvalidRequest(str(exc.detail))
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def validation_message(errors: Sequence[Any]) -> str:
+    """pydantic / FastAPI validation errors -> ``"where: what; ..."`` (``body``/``query`` left out of where)."""
     parts = []
-    for err in exc.errors():
+    for err in errors:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
         parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
     return "; ".join(parts) or "invalid parameters"
@@ -172,7 +180,7 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(InvalidParameters(_validation_message(exc)))
+        return error_response(InvalidParameters(validation_message(exc.errors())))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

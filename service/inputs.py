@@ -17,19 +17,26 @@ import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from service.errors import InvalidParameters, InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from service.errors import (
+    InvalidParameters,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    validation_message,
+)
 from service.multipart import MultipartError, TooManyParts, parse_multipart
+from service.plan import RequestLimits
 from service.schemas import EmbedOptions, EmbedRequest
-from service.settings import Settings
 
 
-async def read_body(request: Request, settings: Settings) -> bytes:
+async def read_body(request: Request, limits: RequestLimits) -> bytes:
     """The whole body within ``body_timeout_s`` (else 408), refused with 413 as soon as it (or its
     Content-Length) passes ``max_body_bytes``."""
     try:
-        return await asyncio.wait_for(_read_limited(request, settings.max_body_bytes), settings.body_timeout_s)
+        return await asyncio.wait_for(_read_limited(request, limits.max_body_bytes), limits.body_timeout_s)
     except asyncio.TimeoutError as e:
-        raise RequestTimeout(f"the request body did not arrive within {settings.body_timeout_s:g} s") from e
+        raise RequestTimeout(f"the request body did not arrive within {limits.body_timeout_s:g} s") from e
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes:
@@ -49,24 +56,26 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def parse_embed_request(request: Request, settings: Settings, pool: Executor) -> tuple[list[bytes], EmbedOptions]:
+async def parse_embed_request(
+    request: Request, limits: RequestLimits, pool: Executor
+) -> tuple[list[bytes], EmbedOptions]:
     kind = media_type(request)
     if kind == "application/json":
         if request.query_params:
             raise InvalidParameters(
                 f"JSON requests take options in the body, not the query: {list(request.query_params)}"
             )
-        body = await read_body(request, settings)
+        body = await read_body(request, limits)
         loop = asyncio.get_running_loop()  # JSON parsing and base64 are CPU work: off the event loop
-        req, decoded = await loop.run_in_executor(pool, parse_json_images, body, settings.max_images_per_request)
-        blobs = [b if b is not None else await fetch_url(req.images[i], i, settings) for i, b in enumerate(decoded)]
+        req, decoded = await loop.run_in_executor(pool, parse_json_images, body, limits.max_images_per_request)
+        blobs = [b if b is not None else await fetch_url(req.images[i], i, limits) for i, b in enumerate(decoded)]
         return blobs, EmbedOptions(**req.model_dump(exclude={"images"}))
     if kind == "multipart/form-data":
         options = options_from_query(request)
-        return await files_from_multipart(request, settings), options
+        return await files_from_multipart(request, limits), options
     if kind.startswith("image/"):
         options = options_from_query(request)
-        body = await read_body(request, settings)
+        body = await read_body(request, limits)
         if not body:
             raise InvalidRequest("empty body: send the image file as the request body")
         return [body], options
@@ -90,7 +99,7 @@ def options_from_query(request: Request) -> EmbedOptions:
     try:
         return EmbedOptions.model_validate(raw)
     except ValidationError as e:
-        raise InvalidParameters(_summarise(e)) from e
+        raise InvalidParameters(validation_message(e.errors())) from e
 
 
 def parse_json(body: bytes, max_images: int) -> EmbedRequest:
@@ -108,7 +117,7 @@ def parse_json(body: bytes, max_images: int) -> EmbedRequest:
     try:
         return EmbedRequest.model_validate(raw)
     except ValidationError as e:
-        raise InvalidParameters(_summarise(e)) from e
+        raise InvalidParameters(validation_message(e.errors())) from e
 
 
 def parse_json_images(body: bytes, max_images: int) -> tuple[EmbedRequest, list[bytes | None]]:
@@ -134,18 +143,18 @@ def decode_base64(item: str, index: int) -> bytes:
         raise InvalidRequest(f"image {index}: malformed base64 ({e})", index=index) from e
 
 
-async def fetch_url(url: str, index: int, settings: Settings) -> bytes:
+async def fetch_url(url: str, index: int, limits: RequestLimits) -> bytes:
     """Download one image URL, only when enabled and the host is allow-listed (SSRF guard)."""
-    if not settings.allow_url_fetch:
+    if not limits.allow_url_fetch:
         raise InvalidRequest(f"image {index}: URLs are not accepted by this server; send the image bytes", index=index)
     host = (urlsplit(url).hostname or "").lower()
-    if host not in settings.url_allowlist:
+    if host not in limits.url_allowlist:
         raise InvalidRequest(f"image {index}: host {host!r} is not in the server's URL allow-list", index=index)
     import httpx
 
     try:
         async with (
-            httpx.AsyncClient(timeout=settings.url_timeout_s, follow_redirects=False) as client,
+            httpx.AsyncClient(timeout=limits.url_timeout_s, follow_redirects=False) as client,
             client.stream("GET", url) as resp,
         ):
             if resp.status_code != 200:
@@ -153,19 +162,19 @@ async def fetch_url(url: str, index: int, settings: Settings) -> bytes:
             chunks, size = [], 0
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
-                if size > settings.max_body_bytes:
-                    raise PayloadTooLarge(f"image {index}: {url} is over {settings.max_body_bytes} bytes", index=index)
+                if size > limits.max_body_bytes:
+                    raise PayloadTooLarge(f"image {index}: {url} is over {limits.max_body_bytes} bytes", index=index)
                 chunks.append(chunk)
             return b"".join(chunks)
     except httpx.HTTPError as e:
         raise InvalidRequest(f"image {index}: fetching {url} failed: {type(e).__name__}", index=index) from e
 
 
-async def files_from_multipart(request: Request, settings: Settings) -> list[bytes]:
-    body = await read_body(request, settings)
+async def files_from_multipart(request: Request, limits: RequestLimits) -> list[bytes]:
+    body = await read_body(request, limits)
     if not body:
         raise InvalidRequest("empty body: send files in the multipart field 'image'")
-    limit = settings.max_images_per_request
+    limit = limits.max_images_per_request
     try:
         parts = parse_multipart(body, request.headers.get("content-type", ""), max_parts=limit + 16)
     except TooManyParts as e:
@@ -184,11 +193,3 @@ async def files_from_multipart(request: Request, settings: Settings) -> list[byt
         if part.filename is None:
             raise InvalidRequest(f"image {i}: the 'image' field must be a file upload", index=i)
     return [p.data for p in images]
-
-
-def _summarise(error: ValidationError) -> str:
-    parts = []
-    for err in error.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return "; ".join(parts)

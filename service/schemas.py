@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Output = Literal["global", "patch"]
+from jepa.contract import OUTPUTS, Output
 
 
 class EmbedOptions(BaseModel):
@@ -16,7 +16,11 @@ class EmbedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     outputs: tuple[Output, ...] = Field(
-        ("global",), min_length=1, max_length=2, description='"global" (pooled [D]) and/or "patch" ([N, D]).'
+        ("global",),
+        min_length=1,
+        max_length=len(OUTPUTS),
+        description='"global" (pooled [D]), "patch" ([N, D]) and/or "multilayer" (the mean tokens of the last '
+        "four blocks, concatenated: [4 D]; see /info multilayer_dim).",
     )
     normalize: bool = Field(False, description="L2-normalise the global embedding.")
     encoding: Literal["float", "base64"] = Field(
@@ -30,10 +34,6 @@ class EmbedOptions(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError(f"outputs has duplicates: {list(value)}")
         return value
-
-    @property
-    def want_global(self) -> bool:
-        return "global" in self.outputs
 
     @property
     def want_patch(self) -> bool:
@@ -55,6 +55,9 @@ class EmbeddingItem(BaseModel):
     embedding: list[float] | str | None = Field(None, description="[D] floats, or base64 (present with 'global').")
     patch_embeddings: list[list[float]] | str | None = Field(
         None, description="[N, D] floats in row-major patch order, or base64 (present with 'patch')."
+    )
+    multilayer_embedding: list[float] | str | None = Field(
+        None, description="[4 D] floats, or base64 (present with 'multilayer')."
     )
 
 

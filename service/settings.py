@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     model: str | None = Field(
         None,
         description="Model to serve: our model directory (config.json + model.safetensors and/or model.onnx), "
-        f"an official .pth.tar, or an HF IJepaModel directory. Default: {DEFAULT_MODEL_DIR} when it exists.",
+        "an official .pth.tar, or an HF IJepaModel directory; or a name, downloaded at start-up into the Hugging "
+        "Face cache (HF_HOME): a short name from `python -m jepa models`, a Hub id org/name[@revision], or a "
+        f"checkpoint URL. Default: {DEFAULT_MODEL_DIR} when it exists.",
     )
     backend: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
@@ -197,6 +199,12 @@ class Settings(BaseSettings):
         "long to finish before the server exits.",
     )
     warmup: bool = Field(True, description="Run one full batch before /ready says yes.")
+    # -- the page --
+    ui: bool = Field(
+        True,
+        description="Serve the embedding viewer page at /ui (and redirect / to it): static files that call "
+        "/info and /embed from the browser. --no-ui leaves both routes out (404).",
+    )
 
     @field_validator("url_allowlist", mode="before")
     @classmethod
@@ -220,11 +228,12 @@ class Settings(BaseSettings):
         return self
 
     def resolved_model(self) -> str:
-        """The model path to load; raises ``ValueError`` with instructions when none is given or found."""
+        """The model path to load, downloaded first when ``model`` names a Hub repo or URL; raises
+        ``ValueError`` (``jepa.ModelSourceError``) with instructions when none is given or found."""
         if self.model:
-            if not Path(self.model).exists():
-                raise ValueError(f"model path {self.model} does not exist (--model / JEPA_MODEL)")
-            return self.model
+            from jepa.hub import resolve  # a short name, Hub id or URL becomes local files (ModelSourceError)
+
+            return str(resolve(self.model).path)
         for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
             candidate = base / DEFAULT_MODEL_DIR
             if candidate.is_dir():

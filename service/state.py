@@ -1,4 +1,4 @@
-"""What one running app holds: the loaded backend, the batcher, pools, metrics and lifecycle flags.
+"""What one app holds: settings, metrics, decode pools, lifecycle flags, and once started its :class:`Runtime`.
 
 Readiness is a property of this object: loaded and warmed, not draining, no fatal error latched.
 ``inflight`` counts ``POST /embed`` handlers still running, so a SIGTERM drain knows when every
@@ -14,12 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.batcher import Batcher
-from service.decode import DecodeOptions
 from service.decode_procs import DecodeProcesses
-from service.encode import ModelFacts
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
+from service.runtime import Runtime
 from service.settings import Settings
 
 if TYPE_CHECKING:  # torch is imported only on a GPU host
@@ -33,11 +31,8 @@ class AppState:
     metrics: Metrics
     decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
     decode_processes: DecodeProcesses | None = None
-    gpu_decoder: GpuDecoder | None = None  # --gpu-decode: nvJPEG, set once the backend runs on CUDA
-    batcher: Batcher | None = None
-    decode_options: DecodeOptions | None = None
-    facts: ModelFacts | None = None
-    warmed: bool = False
+    runtime: Runtime | None = None  # set once, by the lifespan, when the model is loaded and warmed
+    gpu_decoder: GpuDecoder | None = None  # --gpu-decode: nvJPEG, set by the lifespan once the backend runs on CUDA
     draining: bool = False
     inflight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -45,30 +40,29 @@ class AppState:
     def not_ready_reason(self) -> str | None:
         if self.draining:
             return "draining: the server is shutting down"
-        if self.batcher is None or not self.warmed:
+        if self.runtime is None:
             return "the model is not loaded and warmed yet"
-        if self.batcher.fatal is not None:
-            return f"a fatal inference error latched: {type(self.batcher.fatal).__name__}: {self.batcher.fatal}"
+        fatal = self.runtime.batcher.fatal
+        if fatal is not None:
+            return f"a fatal inference error latched: {type(fatal).__name__}: {fatal}"
         return None
 
-    def admit(self) -> Batcher:
-        """The batcher, or 503 with Retry-After: :class:`NotReady` when new work cannot be taken,
-        :class:`Overloaded` when ``max_concurrent_requests`` are already in progress."""
-        retry = {"Retry-After": str(self.settings.retry_after_s)}
+    def admit(self) -> Runtime:
+        """The runtime, or 503 with Retry-After (:class:`NotReady`) when new work cannot be taken."""
         reason = self.not_ready_reason()
-        if reason is not None or self.batcher is None:
-            raise NotReady(reason or "not ready", headers=retry)
-        return self.batcher
+        if reason is not None or self.runtime is None:
+            raise NotReady(reason or "not ready", headers={"Retry-After": str(self.settings.retry_after_s)})
+        return self.runtime
 
-    def admit_request(self) -> Batcher:
+    def admit_request(self) -> Runtime:
         """:meth:`admit` for a new ``POST /embed``, which also counts against the concurrency limit
-        (the caller is already inside :meth:`track`)."""
-        batcher = self.admit()
+        (the caller is already inside :meth:`track`): :class:`Overloaded` beyond it."""
+        runtime = self.admit()
         limit = self.settings.max_concurrent_requests
         if self.inflight > limit:
             raise Overloaded(f"{limit} requests already in progress; retry later",
                              headers={"Retry-After": str(self.settings.retry_after_s)})  # fmt: skip
-        return batcher
+        return runtime
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -84,8 +78,8 @@ class AppState:
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new work and wait for accepted requests to finish; False if ``timeout_s`` ran out."""
         self.draining = True
-        if self.batcher is not None:
-            self.batcher.hurry()
+        if self.runtime is not None:
+            self.runtime.batcher.hurry()
         if self.inflight == 0:
             return True
         try:
@@ -93,3 +87,15 @@ class AppState:
             return True
         except asyncio.TimeoutError:
             return False
+
+    async def shutdown(self) -> None:
+        """The one shutdown: drain accepted requests, then close the runtime and the decode pools."""
+        timeout = self.settings.drain_timeout_s
+        await self.drain(timeout)
+        if self.runtime is not None:
+            await self.runtime.close(timeout)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self.decode_processes is not None:
+            self.decode_processes.shutdown()
+        if self.gpu_decoder is not None:
+            self.gpu_decoder.shutdown()

@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from jepa.config import Preprocess
+from jepa.heads import Normalize
 from jepa.preprocess import prepare_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -114,10 +115,9 @@ def load_eval_arrays(path: Path, n: int | None, size: int, seed: int) -> tuple[n
 
 
 def normalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """``uint8 [B, H, W, 3]`` (any device) -> normalised ``float32 [B, 3, H, W]``."""
-    m = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
-    return (images.permute(0, 3, 1, 2).float() / 255.0 - m) / s
+    """``uint8 [B, H, W, 3]`` (any device) -> normalised ``float32 [B, 3, H, W]``: the core's
+    :class:`jepa.heads.Normalize`, the arithmetic the service and the exported graphs use."""
+    return Normalize(mean, std).to(images.device)(images)
 
 
 # ---------------------------------------------------------------------------------------------

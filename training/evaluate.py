@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepa.errors import JepaError
-from jepa.vit import Encoder, init_weights, last4_pool, mean_pool
+from jepa.heads import embed_tensors
+from jepa.vit import Encoder, init_weights
 from training.data import DataError, load_eval_arrays, normalize
 
 
@@ -46,8 +47,8 @@ def embed(encoder: Encoder, images: np.ndarray, pool: str, device: torch.device,
     for i in range(0, len(images), batch):
         x = normalize(torch.from_numpy(images[i : i + batch]).to(device), pre.mean, pre.std)
         with amp:
-            feats = mean_pool(encoder(x)) if pool == "mean" else last4_pool(encoder, x)
-        out.append(feats.float())
+            result = embed_tensors(encoder, x, frozenset({"global" if pool == "mean" else "multilayer"}))
+        out.append(result.global_embedding if pool == "mean" else result.multilayer_embedding)
     return torch.cat(out)
 
 
@@ -152,7 +153,7 @@ def load_splits(args: argparse.Namespace, size: int) -> tuple[np.ndarray, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("model", help="model directory (or any source jepa.load_encoder reads)")
+    p.add_argument("model", help="model directory, or any source jepa.load_encoder reads (short name, Hub id, URL)")
     p.add_argument("--data", required=True, help="training split: .npz of JPEGs or an ImageNet-layout folder")
     p.add_argument("--eval-data", help="held-out split (default: 20%% of --data)")
     p.add_argument("--train-limit", type=int, help="use a seeded random subset of the training split")

@@ -85,11 +85,3 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(path, f"expected a JSON object, found {type(data).__name__}")
     return data
-
-
-def __getattr__(name: str) -> Any:
-    if name == "build_and_load":  # torch-dependent; imported on first use
-        from jepa.formats.loader import build_and_load
-
-        return build_and_load
-    raise AttributeError(f"module 'jepa.formats' has no attribute {name!r}")

@@ -16,25 +16,14 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from jepa.config import ModelConfig
+from jepa.contract import CONFIG_FILE, WEIGHTS_FILE
 from jepa.errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-def is_model_dir(path: Path) -> bool:
-    """True when ``path`` holds our ``config.json`` (format ``jepa-encoder``)."""
-    config = path / CONFIG_NAME
-    if not (path.is_dir() and config.is_file()):
-        return False
-    try:
-        raw = json.loads(config.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(raw, dict) and raw.get("format") == "jepa-encoder"
+CONFIG_NAME = CONFIG_FILE  # the contract's names (jepa/contract.py)
+WEIGHTS_NAME = WEIGHTS_FILE
 
 
 def read_config(path: str | Path) -> ModelConfig:

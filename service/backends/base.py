@@ -1,6 +1,6 @@
-"""What every backend offers: a description and ``run(batch, patches) -> (global [B, D], patch [B, N, D] | None)``.
+"""What every backend offers: a description and ``run(batch, outputs) -> Embeddings``.
 
-The batcher calls a backend from ``workers`` threads at once (one by default); ONNX
+The batcher calls a backend from ``plan.workers`` threads at once (one by default); ONNX
 Runtime sessions and torch modules in inference mode both allow concurrent calls. ``input_kind``
 says whether it wants normalised float32 ``[B, 3, S, S]`` or raw RGB ``uint8 [B, S, S, 3]`` (the
 torch backend and the ``model.uint8.onnx`` graph normalise on their device).
@@ -8,12 +8,17 @@ torch backend and the ``model.uint8.onnx`` graph normalise on their device).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
 
 from jepa.config import ModelConfig
+from jepa.contract import Embeddings, Output
+
+# uint8 [S, S, 3] images -> the batch ``Backend.run`` takes (stacked; normalised for float input)
+Assemble = Callable[[list[np.ndarray]], np.ndarray]
 
 # Messages that mean the device itself is broken, so retrying on this process is pointless.
 _FATAL_MARKERS = (
@@ -43,15 +48,15 @@ class BackendInfo:
 class Backend(Protocol):
     config: ModelConfig
     info: BackendInfo
-    workers: int  # batches the batcher may run at once (inference_workers, resolved)
-    # True when ``run(..., alone=True)`` uses every CPU for one batch (several CPU workers): the
-    # batcher then runs a lone batch wide and splits a batch over the workers when none is busy.
-    wide: bool
+    # What ``run`` can produce: every output for torch; for a graph, the outputs it has (graphs
+    # exported before ``multilayer`` existed lack it, and asking for it is then a 422).
+    outputs: frozenset[Output]
 
-    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """``batch`` (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``) -> float32 ``[B, D]`` and, when
-        ``patches``, ``[B, N, D]`` (else None: a patch grid is large, and copying it off a GPU for
-        global-only batches would cost more than the pooling). ``alone``: no other batch runs now."""
+    def run(self, batch: np.ndarray, outputs: frozenset[Output], alone: bool = False) -> Embeddings[np.ndarray]:
+        """``batch`` (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``) -> float32 ``global [B, D]``
+        and, when in ``outputs``, ``patch [B, N, D]`` and ``multilayer [B, L*D]`` (else None: a patch
+        grid is large, and copying it off a GPU for global-only batches would cost more than the
+        pooling). ``alone``: no other batch runs now (a wide backend may then use every thread)."""
         ...
 
     def close(self) -> None: ...

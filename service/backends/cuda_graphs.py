@@ -19,7 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Forward = Callable[[Tensor], tuple[Tensor, Tensor]]  # uint8 [B, S, S, 3] on the GPU -> (tokens, pooled)
+from jepa.contract import Embeddings
+
+Forward = Callable[[Tensor], Embeddings[Tensor]]  # uint8 [B, S, S, 3] on the GPU -> every output
 
 
 def bucket_sizes(max_batch: int) -> list[int]:
@@ -36,7 +38,7 @@ class GraphSet:
 
     def __init__(self, forward: Forward, sizes: list[int], image_size: int, device: torch.device) -> None:
         self.sizes = sorted(sizes)
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, tuple[Tensor, Tensor]]] = {}
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, Embeddings[Tensor]]] = {}
         pool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream(device)
         with torch.inference_mode():
@@ -58,11 +60,11 @@ class GraphSet:
                 return size
         raise ValueError(f"batch of {n} is larger than the largest captured size {self.sizes[-1]}")
 
-    def run(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+    def run(self, batch: Tensor) -> Embeddings[Tensor]:
         """Replay the bucket's graph on ``batch`` (uint8 ``[B, S, S, 3]``, pinned host memory or on
         the GPU); returns views of its static outputs, valid until the next :meth:`run`."""
         n = len(batch)
-        graph, static, (tokens, pooled) = self._graphs[self.bucket(n)]
+        graph, static, outputs = self._graphs[self.bucket(n)]
         static[:n].copy_(batch, non_blocking=True)
         graph.replay()
-        return tokens[:n], pooled[:n]
+        return outputs.map(lambda t: t[:n])

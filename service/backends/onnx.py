@@ -1,8 +1,10 @@
-"""ONNX Runtime backend for the exported graphs beside the weights (see COMMON contract).
+"""ONNX Runtime backend for the exported graphs beside the weights (names: :mod:`jepa.contract`).
 
 Imports no torch: the config comes from ``jepa.formats.native.read_config``. Graphs with a
 float ``pixel_values`` input get normalised batches; ``model.uint8.onnx`` (input ``images``
-uint8 ``[B, S, S, 3]``) normalises inside, so the batcher only stacks raw pixels for it.
+uint8 ``[B, S, S, 3]``) normalises inside, so the batcher only stacks raw pixels for it. The
+dtype shown in ``/info`` is the one ``export.json`` records for the graph, else the contract's
+for that file name. A graph exported before ``multilayer`` existed serves the other outputs.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from jepa.contract import GRAPH_FILES, OUTPUT_SPECS, OUTPUTS, Embeddings, Output, read_record
 from jepa.errors import CheckpointError
 from jepa.formats.native import read_config
 from service.backends.base import BackendInfo
-from service.settings import Settings
+from service.plan import Plan
 
 log = logging.getLogger("service")
-OUTPUTS = ("global_embedding", "patch_embeddings")
 
 
 def pick_providers(device: str, tensorrt: bool = False) -> list[str]:
@@ -41,32 +43,23 @@ def pick_providers(device: str, tensorrt: bool = False) -> list[str]:
 
 
 class OnnxBackend:
-    def __init__(self, graph: Path, settings: Settings, reason: str) -> None:
-        if not graph.is_file():
-            raise CheckpointError(graph, "ONNX graph not found (export the model first, or use --backend torch)")
+    def __init__(self, plan: Plan) -> None:
+        graph = plan.graph
+        if graph is None or not graph.is_file():
+            raise CheckpointError(
+                graph or plan.model, "ONNX graph not found (export the model first, or use --backend torch)"
+            )
         self.config = read_config(graph.parent)
-        providers = pick_providers(settings.device, settings.tensorrt)
-        cpu = providers == ["CPUExecutionProvider"]
-        if not cpu:
+        providers = pick_providers(plan.device, plan.tensorrt)
+        if plan.device == "cuda":
             preload_cuda_libraries()
-        self.workers = settings.inference_workers or (2 if cpu and settings.thread_budget() >= 2 else 1)
-        threads = settings.threads_per_worker(self.workers)
-        self.session = make_session(graph, providers, threads, settings.inference_spin)
+        self.session = make_session(graph, providers, plan.threads, plan.spin)
         # Several CPU workers split the threads; a batch that runs alone gets a session with all of them.
-        self.wide = cpu and self.workers > 1
-        self._wide_session: ort.InferenceSession | None = None
-        if self.wide:
-            self._wide_session = make_session(graph, providers, settings.thread_budget(), settings.inference_spin)
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")
-        self.input_name = inputs[0].name
-        outputs = {o.name for o in self.session.get_outputs()}
-        if not set(OUTPUTS) <= outputs:
-            raise CheckpointError(graph, f"outputs {sorted(outputs)} lack {sorted(set(OUTPUTS) - outputs)}")
-        uint8 = inputs[0].type == "tensor(uint8)"
+        self._wide_session = make_session(graph, providers, plan.wide_threads, plan.spin) if plan.wide else None
+        self.input_name = _input_name(graph, self.session)
+        self.outputs = _graph_outputs(graph, self.session)
         active = self.session.get_providers()
-        if not cpu and active[0] == "CPUExecutionProvider":
+        if plan.device == "cuda" and active[0] == "CPUExecutionProvider":
             # ONNX Runtime falls back to the CPU with only a log line when the CUDA libraries fail to
             # load; a GPU deployment silently serving from the CPU is worse than not starting.
             raise RuntimeError(
@@ -75,30 +68,58 @@ class OnnxBackend:
             )
         self.info = BackendInfo(
             name="onnxruntime",
-            device="cpu" if active[0] == "CPUExecutionProvider" else "cuda",
-            dtype="float16" if "fp16" in graph.name else ("int8" if "int8" in graph.name else "float32"),
-            reason=reason,
-            input_kind="uint8" if uint8 else "float",
+            device=plan.device,
+            dtype=_graph_dtype(graph),
+            reason=plan.reason,
+            input_kind="uint8" if self.session.get_inputs()[0].type == "tensor(uint8)" else "float",
             details={
                 "graph": graph.name,
+                "outputs": sorted(self.outputs),
                 "providers": active,
                 "onnxruntime": ort.__version__,
-                "threads": threads or "default",
-                "workers": self.workers,
-                "wide_session_for_lone_batches": self.wide,
+                "threads": plan.threads or "default",
+                "workers": plan.workers,
+                "wide_session_for_lone_batches": plan.wide,
             },
         )
 
-    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, outputs: frozenset[Output], alone: bool = False) -> Embeddings[np.ndarray]:
         session = self._wide_session if alone and self._wide_session is not None else self.session
-        if not patches:  # only the pooled output leaves the session
-            (pooled,) = session.run([OUTPUTS[0]], {self.input_name: batch})
-            return np.asarray(pooled, dtype=np.float32), None
-        pooled, tokens = session.run(list(OUTPUTS), {self.input_name: batch})
-        return np.asarray(pooled, dtype=np.float32), np.asarray(tokens, dtype=np.float32)
+        names = [OUTPUT_SPECS[o].tensor for o in OUTPUTS if o == "global" or o in outputs]  # only these leave
+        arrays = session.run(names, {self.input_name: batch})
+        return Embeddings.from_named({n: np.asarray(a, dtype=np.float32) for n, a in zip(names, arrays, strict=True)})
 
     def close(self) -> None:
         del self.session, self._wide_session
+
+
+def _input_name(graph: Path, session: ort.InferenceSession) -> str:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")
+    return inputs[0].name
+
+
+def _graph_outputs(graph: Path, session: ort.InferenceSession) -> frozenset[Output]:
+    """The outputs this graph has; ``global`` and ``patch`` are required."""
+    names = {o.name for o in session.get_outputs()}
+    required = {OUTPUT_SPECS["global"].tensor, OUTPUT_SPECS["patch"].tensor}
+    if not required <= names:
+        raise CheckpointError(graph, f"outputs {sorted(names)} lack {sorted(required - names)}")
+    return frozenset(o for o in OUTPUTS if OUTPUT_SPECS[o].tensor in names)
+
+
+def _graph_dtype(graph: Path) -> str:
+    """The graph's dtype as export recorded it, else as the contract names the file; else unknown."""
+    try:
+        record = read_record(graph.parent)
+    except CheckpointError as e:
+        log.warning("%s", e)
+        record = None
+    if record is not None and graph.name in record.graphs:
+        return record.graphs[graph.name].dtype
+    known = GRAPH_FILES.get(graph.name)
+    return known.dtype if known is not None else "unknown"
 
 
 def preload_cuda_libraries() -> None:

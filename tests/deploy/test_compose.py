@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from tests.deploy.conftest import DEPLOY, REPO, find_tool, load_yaml, settings_fields
+from tests.deploy.helpers import DEPLOY, REPO, find_tool, load_yaml, settings_fields
 
 SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
 COMPOSE = REPO / "docker-compose.yml"

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY
+from tests.deploy.helpers import DEPLOY
 
 
 class _Ready(BaseHTTPRequestHandler):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.deploy.helpers import DEPLOY, REPO
 
 pytestmark = pytest.mark.docker
 
@@ -164,6 +164,16 @@ def test_healthcheck_reports_healthy_and_metrics_are_served(stack: Stack) -> Non
         time.sleep(1)
     metrics = httpx.get(f"{stack.url}/metrics", timeout=10)
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
+
+
+def test_the_image_serves_the_viewer_page(stack: Stack) -> None:
+    """The page's static files are package data in the wheel the image installs (service/ui.py)."""
+    import httpx
+
+    _wait_ready(stack)
+    for path, media in [("/ui", "text/html"), ("/ui/ui.js", "text/javascript"), ("/ui/math.js", "text/javascript")]:
+        response = httpx.get(stack.url + path, timeout=10)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(media), path
 
 
 def test_compose_stop_drains_and_exits_cleanly(stack: Stack) -> None:

@@ -10,7 +10,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tests.deploy.conftest import REPO, find_tool, read_pyproject
+from tests.deploy.helpers import REPO, find_tool, read_pyproject
 
 DOCKERFILE = REPO / "Dockerfile"
 

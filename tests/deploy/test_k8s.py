@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.deploy.conftest import K8S_DIR, load_yaml, settings_fields
+from tests.deploy.helpers import K8S_DIR, load_yaml, settings_fields
 
 MANIFESTS = ["configmap.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
 # Kubernetes releases the manifests are checked against (autoscaling/v2 and policy/v1 are GA in both).

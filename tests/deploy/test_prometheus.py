@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, REPO, find_tool, load_yaml
+from tests.deploy.helpers import DEPLOY, REPO, find_tool, load_yaml
 
 CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 

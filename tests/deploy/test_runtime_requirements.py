@@ -13,7 +13,7 @@ from importlib import metadata
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.deploy.conftest import DEPLOY, REPO, read_pyproject
+from tests.deploy.helpers import DEPLOY, REPO, read_pyproject
 
 
 def _requirements_file() -> list[Requirement]:

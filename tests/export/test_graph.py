@@ -37,6 +37,24 @@ def _torch(encoder, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tokens.numpy(), tokens.mean(1).numpy()
 
 
+@torch.inference_mode()
+def _multilayer(encoder, pixel_values: np.ndarray) -> np.ndarray:
+    """The last four blocks' outputs through the final norm, mean over tokens, concatenated: written
+    out here from the blocks themselves, independently of jepa.heads."""
+    x = encoder.patch_embed(torch.from_numpy(pixel_values)) + encoder.pos_embed
+    means = []
+    for block in encoder.blocks:
+        x = block(x)
+        means.append(encoder.norm(x).mean(1))
+    return torch.cat(means[-4:], dim=-1).numpy()
+
+
+def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every output of the graph, by name (never by position)."""
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed), strict=True))
+
+
 def _rel(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.abs(ref - got).max() / np.abs(ref).max())
 
@@ -45,16 +63,21 @@ def _rel(ref: np.ndarray, got: np.ndarray) -> float:
 def test_float_graphs_io_contract(exported, name):
     model = onnx.load(str(exported.out / name), load_external_data=False)
     assert [_io(v) for v in model.graph.input] == [("pixel_values", onnx.TensorProto.FLOAT, ["batch", 3, 32, 32])]
-    assert [_io(v) for v in model.graph.output] == [
-        ("patch_embeddings", onnx.TensorProto.FLOAT, ["batch", 16, 192]),
+    assert sorted(_io(v) for v in model.graph.output) == [
         ("global_embedding", onnx.TensorProto.FLOAT, ["batch", 192]),
+        ("multilayer_embedding", onnx.TensorProto.FLOAT, ["batch", 384]),  # depth 2: both blocks
+        ("patch_embeddings", onnx.TensorProto.FLOAT, ["batch", 16, 192]),
     ]
 
 
 def test_uint8_graph_io_contract(exported):
     model = onnx.load(str(exported.out / "model.uint8.onnx"))
     assert [_io(v) for v in model.graph.input] == [("images", onnx.TensorProto.UINT8, ["batch", 32, 32, 3])]
-    assert [v.name for v in model.graph.output] == ["patch_embeddings", "global_embedding"]
+    assert sorted(v.name for v in model.graph.output) == [
+        "global_embedding",
+        "multilayer_embedding",
+        "patch_embeddings",
+    ]
 
 
 def test_fp16_graph_computes_in_half(exported):
@@ -86,10 +109,12 @@ def test_operators_are_tensorrt_safe(exported, name):
 @pytest.mark.parametrize("batch", [1, 7])
 def test_fp32_parity_and_dynamic_batch(exported, tiny_encoder, photo_pixels, batch):
     x = normalize(photo_pixels[:batch], tiny_encoder.config.preprocess)
-    patch, pooled = _session(exported.out / "model.onnx").run(None, {"pixel_values": x})
+    got = _run(_session(exported.out / "model.onnx"), {"pixel_values": x})
     ref_patch, ref_pooled = _torch(tiny_encoder, x)
-    assert patch.shape == (batch, 16, 192) and pooled.shape == (batch, 192)
+    patch, pooled, multilayer = got["patch_embeddings"], got["global_embedding"], got["multilayer_embedding"]
+    assert patch.shape == (batch, 16, 192) and pooled.shape == (batch, 192) and multilayer.shape == (batch, 384)
     assert _rel(ref_patch, patch) < 1e-4 and _rel(ref_pooled, pooled) < 1e-4
+    assert _rel(_multilayer(tiny_encoder, x), multilayer) < 1e-4
 
 
 def test_batched_equals_single(exported, tiny_encoder, photo_pixels):
@@ -102,7 +127,8 @@ def test_batched_equals_single(exported, tiny_encoder, photo_pixels):
 
 def test_fp16_parity(exported, tiny_encoder, photo_pixels):
     x = normalize(photo_pixels, tiny_encoder.config.preprocess)
-    patch, pooled = _session(exported.out / "model.fp16.onnx").run(None, {"pixel_values": x})
+    got = _run(_session(exported.out / "model.fp16.onnx"), {"pixel_values": x})
+    patch, pooled = got["patch_embeddings"], got["global_embedding"]
     ref_patch, ref_pooled = _torch(tiny_encoder, x)
     assert patch.dtype == np.float32
     assert 0 < _rel(ref_patch, patch) < 1e-2  # > 0: it really ran in half precision
@@ -121,9 +147,11 @@ def test_int8_cosine_to_fp32(exported, tiny_encoder, photo_pixels):
 @pytest.mark.parametrize("batch", [1, 7])
 def test_uint8_input_parity(exported, tiny_encoder, photo_pixels, batch):
     pixels = photo_pixels[:batch]
-    patch, pooled = _session(exported.out / "model.uint8.onnx").run(None, {"images": pixels})
-    ref_patch, ref_pooled = _torch(tiny_encoder, normalize(pixels, tiny_encoder.config.preprocess))
-    assert _rel(ref_patch, patch) < 1e-4 and _rel(ref_pooled, pooled) < 1e-4
+    got = _run(_session(exported.out / "model.uint8.onnx"), {"images": pixels})
+    x = normalize(pixels, tiny_encoder.config.preprocess)
+    ref_patch, ref_pooled = _torch(tiny_encoder, x)
+    assert _rel(ref_patch, got["patch_embeddings"]) < 1e-4 and _rel(ref_pooled, got["global_embedding"]) < 1e-4
+    assert _rel(_multilayer(tiny_encoder, x), got["multilayer_embedding"]) < 1e-4
 
 
 def test_external_data_loads(tiny_encoder, tmp_path, photo_pixels):

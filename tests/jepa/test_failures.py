@@ -16,8 +16,6 @@ import jepa
 from jepa import CheckpointError
 from jepa.formats.native import sha256_file
 
-transformers = pytest.importorskip("transformers")
-
 HF_SHAPE = dict(
     hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128, patch_size=8, image_size=32
 )

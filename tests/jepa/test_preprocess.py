@@ -13,8 +13,6 @@ import jepa
 from jepa.config import ModelConfig, Preprocess
 from jepa.preprocess import normalize, prepare_image, to_rgb
 
-transformers = pytest.importorskip("transformers")
-
 EXIF_ORIENTATION = 0x0112
 
 
@@ -71,7 +69,13 @@ PHOTO_IDS = [
 
 
 @pytest.fixture(scope="module")
-def hf_dirs(tmp_path_factory) -> dict[str, object]:
+def transformers():
+    """``transformers``, or a skip of only the tests that compare with it."""
+    return pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory, transformers) -> dict[str, object]:
     """Two HF directories whose processors differ: ViT's default (squash, bilinear, 0.5/0.5)
     and shortest-edge + centre crop with bicubic and ImageNet statistics."""
     import torch
@@ -101,7 +105,7 @@ def hf_dirs(tmp_path_factory) -> dict[str, object]:
 
 @pytest.mark.parametrize("resize", ["squash", "shorter_crop"])
 @pytest.mark.parametrize("photo", PHOTO_IDS)
-def test_preprocess_equals_transformers_processor(hf_dirs, photos, resize, photo):
+def test_preprocess_equals_transformers_processor(transformers, hf_dirs, photos, resize, photo):
     """HF's processor refuses non-RGB modes unless asked to convert (``do_convert_rgb=True``),
     which composites transparency on white as ours does."""
     model = jepa.load_encoder(hf_dirs[resize])
@@ -114,7 +118,7 @@ def test_preprocess_equals_transformers_processor(hf_dirs, photos, resize, photo
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)  # one 8-bit level is 0.0078 or more
 
 
-def test_exif_rotated_jpeg_matches_transformers_on_the_upright_image(hf_dirs):
+def test_exif_rotated_jpeg_matches_transformers_on_the_upright_image(transformers, hf_dirs):
     """HF's processor leaves EXIF orientation to the caller (its ``load_image`` applies it); we apply it."""
     model = jepa.load_encoder(hf_dirs["squash"])
     processor = transformers.AutoImageProcessor.from_pretrained(hf_dirs["squash"])

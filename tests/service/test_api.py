@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 
 from service.client import AsyncJepaClient, JepaClient, ServiceError
-from tests.service.conftest import ThreadServer, open_bytes, rel_err, settings_for
+from tests.service.helpers import ThreadServer, open_bytes, rel_err, settings_for
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import ThreadServer, encode, open_bytes, rel_err, settings_for
+from tests.service.helpers import ThreadServer, encode, open_bytes, rel_err, settings_for
 
 LIMITS = {"max_pixels": 300_000, "max_body_bytes": 2_000_000, "max_images_per_request": 4, "max_queue": 16}
 

@@ -11,11 +11,16 @@ import httpx
 import numpy as np
 import pytest
 
+from jepa.contract import Embeddings
 from jepa.formats.native import read_config
 from service.backends.base import BackendInfo
-from service.batcher import Batcher, BatchLimits
+from service.batcher import Batcher
+from service.calibration import pick_batch_size, probe_batch_size, probe_sizes
 from service.errors import InferenceFailed, NotReady
+from service.image_queue import Entry
 from service.metrics import Metrics
+from service.plan import BatchLimits
+from tests.service.helpers import encode, open_bytes, rel_err
 
 
 def post(url: str, blob: bytes, timeout: float = 30) -> httpx.Response:
@@ -35,17 +40,18 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def test_concurrent_requests_are_coalesced(serve, tiny_model_dir, jpeg_bytes):
+def test_concurrent_requests_are_coalesced(serve, tiny_model_dir, tiny_encoder, jpeg_bytes):
     srv = serve(tiny_model_dir, max_wait_ms=500, max_batch_size=8)
-    responses = asyncio.run(post_many(srv.url, [jpeg_bytes[i % 3] for i in range(8)]))
+    blobs = [jpeg_bytes[i % 4] for i in range(8)]
+    responses = asyncio.run(post_many(srv.url, blobs))
     assert all(r.status_code == 200 for r in responses)
     batches = srv.metric("jepa_batch_size_count")
     images = srv.metric("jepa_batch_size_sum")
     assert images == 8 and batches < 8, (batches, images)  # mean batch size > 1
-    # and each result is the one for its own image
-    first = [np.array(r.json()["data"][0]["embedding"]) for r in responses[:3]]
+    # and every result is the one for its own image, against jepa's own embed of that image
+    reference = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:4]])["global"]
     for i, r in enumerate(responses):
-        assert np.allclose(r.json()["data"][0]["embedding"], first[i % 3], rtol=1e-5, atol=1e-6)
+        assert rel_err(np.array(r.json()["data"][0]["embedding"]), reference[i % 4]) < 1e-4, i
 
 
 def timed_post(url: str, blob: bytes) -> float:
@@ -60,11 +66,13 @@ def test_lone_request_is_not_held_back(serve, tiny_model_dir, jpeg_bytes):
     eager_s = min(timed_post(eager.url, jpeg_bytes[1]) for _ in range(3))  # best of 3: the machine is shared
     patient_s = timed_post(patient.url, jpeg_bytes[1])
     assert patient_s >= 2.0  # max_wait really waits for company...
-    assert eager_s < 1.0, eager_s  # ...and opportunistic batching does not (about 10 ms on an idle machine)
+    # ...and opportunistic batching does not (about 10 ms on an idle machine). Relative, so a loaded
+    # machine slows both alike; only a lone request held back for company fails it.
+    assert eager_s < patient_s - 1.0, (eager_s, patient_s)
 
 
 def test_queue_full_answers_503_at_once(serve, tiny_model_dir, jpeg_bytes):
-    srv = serve(tiny_model_dir, max_wait_ms=3000, max_queue=4, max_images_per_request=4, retry_after_s=2)
+    srv = serve(tiny_model_dir, max_wait_ms=6000, max_queue=4, max_images_per_request=4, retry_after_s=2)
     files = [("image", ("a.jpg", jpeg_bytes[1], "image/jpeg"))] * 4
     first: list[httpx.Response] = []
     t = threading.Thread(target=lambda: first.append(httpx.post(srv.url + "/embed", files=files, timeout=30)))
@@ -74,7 +82,7 @@ def test_queue_full_answers_503_at_once(serve, tiny_model_dir, jpeg_bytes):
     r = post(srv.url, jpeg_bytes[1])
     elapsed = time.perf_counter() - start
     assert r.status_code == 503 and r.headers["Retry-After"] == "2"
-    assert r.json()["error"]["type"] == "overloaded" and elapsed < 1.5  # not after the 3 s wait
+    assert r.json()["error"]["type"] == "overloaded" and elapsed < 3.0  # not after the 6 s wait
     t.join()
     assert first[0].status_code == 200 and len(first[0].json()["data"]) == 4
     assert srv.metric("jepa_requests_total", 'outcome="overloaded"') == 1
@@ -108,8 +116,6 @@ def test_client_disconnect_leaves_no_work(serve, tiny_model_dir, jpeg_bytes):
 def white_jpeg() -> bytes:
     from PIL import Image
 
-    from tests.service.conftest import encode
-
     return encode(Image.new("RGB", (64, 64), (255, 255, 255)), "JPEG")
 
 
@@ -137,48 +143,47 @@ def test_two_workers_split_a_batch_and_isolate_its_failure(serve, poison_model_d
     assert srv.metric("jepa_batch_size_count") == 3 and srv.metric("jepa_batch_size_sum") == 3
 
 
+def make_batcher(backend, limits: BatchLimits, *, workers: int = 1, wide: bool = False) -> Batcher:
+    """A batcher over ``backend`` that only stacks (inside a running loop: it starts at once)."""
+    return Batcher(backend, limits, np.stack, Metrics.create(limits.max_batch_size), workers=workers, wide=wide)
+
+
 def test_batch_plan_with_a_wide_backend(tiny_model_dir):
     """The plan for a backend with a wide mode and 2 workers: a lone image with nothing queued runs
     wide; a batch that finds both workers idle is split in two; with one busy it runs whole."""
-    from service.batcher import _Item
 
-    backend = CudaFaultBackend(read_config(tiny_model_dir))
-    backend.wide, backend.workers = True, 2
-    batcher = Batcher(backend, BatchLimits(8, 0.0, 16, 1), None, Metrics.create(8))
-    loop = asyncio.new_event_loop()
-    try:
-        items = [_Item(np.zeros((32, 32, 3), np.uint8), loop.create_future()) for _ in range(5)]
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        batcher = make_batcher(CudaFaultBackend(read_config(tiny_model_dir)), BatchLimits(8, 0.0, 16, 1),
+                               workers=2, wide=True)  # fmt: skip
+        entries = [Entry(np.zeros((32, 32, 3), np.uint8), loop.create_future()) for _ in range(5)]
         batch = np.arange(5)
 
         def plan(n: int, busy: int) -> list[tuple[int, list[int], bool]]:
-            steps = batcher._plan(items[:n], batch[:n], busy)
+            steps = batcher._plan(entries[:n], batch[:n], busy)
             return [(len(part), rows.tolist(), wide) for part, rows, wide in steps]
 
         assert plan(1, busy=0) == [(1, [0], True)]
         assert plan(5, busy=0) == [(3, [0, 1, 2], False), (2, [3, 4], False)]
         assert plan(5, busy=1) == [(5, [0, 1, 2, 3, 4], False)]
-        batcher._queue.append(items[4])  # someone is waiting: the lone image leaves the CPUs to share
+        batcher.queue.push([entries[4]])  # someone is waiting: the lone image leaves the CPUs to share
         assert plan(1, busy=0) == [(1, [0], False)]
-        backend.wide = False  # no wide mode (GPU, torch): always whole
+        batcher.queue.take(1)
+        batcher.wide = False  # no wide mode (GPU, torch): always whole
         assert plan(5, busy=0) == [(5, [0, 1, 2, 3, 4], False)]
-    finally:
-        loop.close()
+        await batcher.close(1.0)
+
+    asyncio.run(scenario())
 
 
-class SleepBackend:
-    """A backend whose batch of ``b`` takes ``cost(b)`` seconds (to test the batch-size probe)."""
+class FakeClock:
+    """A clock that moves only when a fake batch "runs": the probe sees exactly ``cost(b)`` seconds."""
 
-    def __init__(self, config, cost) -> None:
-        self.config, self.cost = config, cost
-        self.info = BackendInfo("sleep", "cpu", "float32", "test")
-        self.wide, self.workers = False, 1
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        time.sleep(self.cost(len(batch)))
-        return np.zeros((len(batch), 4), np.float32), None
-
-    def close(self) -> None:
-        pass
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize(
@@ -186,24 +191,51 @@ class SleepBackend:
     [
         (lambda b: 0.004 * b * b, 1),  # twice the cost per image at batch 2: stay at 1
         (lambda b: 0.004 * b * (1 if b <= 2 else 3), 2),  # flat to 2, then 3x: cap at 2
+        (lambda b: 0.004 * b * {1: 1, 2: 1, 4: 1.02}.get(b, 3), 4),  # 2% dearer at 4 is within the 3% tolerance
         (lambda b: 0.02 + 0.0005 * b, 16),  # cheaper per image all the way: keep max_batch_size
     ],
 )
-def test_batch_probe_caps_where_bigger_batches_stop_paying(tiny_model_dir, cost, cap):
-    batcher = Batcher(
-        SleepBackend(read_config(tiny_model_dir), cost), BatchLimits(16, 0.0, 64, 1), None, Metrics.create(16)
-    )
+def test_batch_probe_caps_where_bigger_batches_stop_paying(cost, cap):
+    clock = FakeClock()
 
-    async def scenario() -> tuple[int, list]:
-        batcher.start()
-        found = await batcher.probe_batch_size()
-        results = await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)] * 5))
-        await batcher.close(1.0)
-        return found, results
+    def batch_of(b: int):
+        def run() -> None:
+            clock.now += cost(b)
 
-    found, results = asyncio.run(scenario())
-    assert found == cap == batcher.max_batch and len(results) == 5
-    assert min(batcher.probe_ms_per_image) == 1 and all(ms > 0 for ms in batcher.probe_ms_per_image.values())
+        return run
+
+    costs, rose = probe_sizes(batch_of, 16, clock=clock)
+    assert pick_batch_size(costs, rose, 16) == cap
+    assert min(costs) == 1 and costs[1] == pytest.approx(1000 * cost(1))
+
+
+class SleepBackend:
+    """A backend that takes a little real time per batch (for calibration through real threads)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.info = BackendInfo("sleep", "cpu", "float32", "test")
+        self.outputs = frozenset({"global"})
+        self.calls: list[int] = []
+
+    def run(self, batch: np.ndarray, outputs: frozenset, alone: bool = False) -> Embeddings:
+        self.calls.append(len(batch))
+        time.sleep(0.001 * len(batch))
+        return Embeddings(np.zeros((len(batch), 4), np.float32))
+
+    def close(self) -> None:
+        pass
+
+
+def test_probe_runs_the_backend_at_each_size(tiny_model_dir):
+    """The probe through a real thread pool: batches of 1, 2, 4, ... up to the cap, three calls each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = SleepBackend(read_config(tiny_model_dir))
+    with ThreadPoolExecutor(1) as pool:
+        found = asyncio.run(probe_batch_size(backend, np.stack, pool, 8))
+    assert backend.calls[:9] == [1, 1, 1, 2, 2, 2, 4, 4, 4] and set(found.ms_per_image) <= {1, 2, 4, 8}
+    assert 1 <= found.batch_size <= 8
 
 
 class CudaFaultBackend:
@@ -212,11 +244,10 @@ class CudaFaultBackend:
     def __init__(self, config) -> None:
         self.config = config
         self.info = BackendInfo("fault", "cuda", "float32", "test")
-        self.wide = False
-        self.workers = 1
+        self.outputs = frozenset({"global", "patch"})
         self.calls = 0
 
-    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, outputs: frozenset, alone: bool = False) -> Embeddings:
         self.calls += 1
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
@@ -228,8 +259,7 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
     backend = CudaFaultBackend(read_config(tiny_model_dir))
 
     async def scenario() -> None:
-        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1), None, Metrics.create(4))
-        batcher.start()
+        batcher = make_batcher(backend, BatchLimits(4, 0.0, 8, 1))
         with pytest.raises(InferenceFailed):
             await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)]))
         assert batcher.fatal is not None
@@ -242,53 +272,57 @@ def test_fatal_device_error_latches_not_ready(tiny_model_dir):
 
 
 class HungBackend(CudaFaultBackend):
-    """A backend whose call never comes back in time (a hung driver)."""
+    """A backend whose call does not come back until released (a hung driver)."""
 
-    def run(self, batch: np.ndarray, patches: bool = True, alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    release = threading.Event()
+
+    def run(self, batch: np.ndarray, outputs: frozenset, alone: bool = False) -> Embeddings:
         self.calls += 1
-        time.sleep(1.5)
-        raise AssertionError("unreachable in time")
+        self.release.wait(30)
+        raise AssertionError("released only after the test")
 
 
 def test_hung_inference_times_out_and_latches(tiny_model_dir):
+    """A call that never returns fails its batch at ``inference_timeout_s`` (not whenever the call
+    ends: it only ends when the test releases it) and latches not-ready."""
     backend = HungBackend(read_config(tiny_model_dir))
 
-    async def scenario() -> float:
-        batcher = Batcher(backend, BatchLimits(4, 0.0, 8, 1, inference_timeout_s=0.3), None, Metrics.create(4))
-        batcher.start()
-        start = time.perf_counter()
+    async def scenario() -> None:
+        batcher = make_batcher(backend, BatchLimits(4, 0.0, 8, 1, inference_timeout_s=0.3))
         with pytest.raises(InferenceFailed):
             await asyncio.gather(*batcher.submit([np.zeros((32, 32, 3), np.uint8)]))
-        elapsed = time.perf_counter() - start
         assert type(batcher.fatal).__name__ == "InferenceTimeout"
+        assert backend.calls == 1 and not backend.release.is_set()  # the call is still hung
+        backend.release.set()
         await batcher.close(1.0)
-        return elapsed
 
-    assert asyncio.run(scenario()) < 1.0
+    asyncio.run(scenario())
 
 
 def test_patch_grids_only_leave_the_backend_when_asked(tiny_model_dir):
     """A batch mixing global-only and patch requests: only the latter get a grid, and a batch of
     global-only requests asks the backend for none (it stays on the device)."""
     from service.backends.torch import TorchBackend
+    from service.plan import resolve_plan
     from service.settings import Settings
 
-    backend = TorchBackend(str(tiny_model_dir), Settings(model="x", device="cpu", dtype="float32"), "test")
-    seen: list[bool] = []
+    backend = TorchBackend(resolve_plan(Settings(model="x", device="cpu", dtype="float32"), str(tiny_model_dir)))
+    seen: list[frozenset] = []
     run = backend.run
-    backend.run = lambda batch, patches=True, alone=False: (seen.append(patches), run(batch, patches))[1]  # type: ignore[method-assign]
+    backend.run = lambda batch, outputs, alone=False: (seen.append(outputs), run(batch, outputs))[1]  # type: ignore[method-assign]
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    patch = frozenset({"global", "patch"})
 
     async def scenario() -> tuple[list, list]:
         assert backend.info.input_kind == "uint8"  # it normalises on its device: the batcher only stacks
-        batcher = Batcher(backend, BatchLimits(8, 0.05, 16, 1), None, Metrics.create(8))
-        batcher.start()
-        mixed = await asyncio.gather(*batcher.submit(images[:2], patches=False), *batcher.submit(images[2:]))
-        lone = await asyncio.gather(*batcher.submit(images[:1], patches=False))
+        batcher = make_batcher(backend, BatchLimits(8, 0.05, 16, 1))
+        mixed = await asyncio.gather(*batcher.submit(images[:2]), *batcher.submit(images[2:], patch))
+        lone = await asyncio.gather(*batcher.submit(images[:1]))
         await batcher.close(1.0)
         return mixed, lone
 
     mixed, lone = asyncio.run(scenario())
-    assert [r[1] is None for r in mixed] == [True, True, False] and mixed[2][1].shape == (16, 192)
-    assert lone[0][1] is None and seen == [True, False]
+    assert [r.patch_embeddings is None for r in mixed] == [True, True, False]
+    assert mixed[2].patch_embeddings.shape == (16, 192)
+    assert lone[0].patch_embeddings is None and seen == [patch, frozenset({"global"})]

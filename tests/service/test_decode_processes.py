@@ -9,7 +9,7 @@ import signal
 import httpx
 import numpy as np
 
-from tests.service.conftest import open_bytes
+from tests.service.helpers import open_bytes
 
 
 def post(url: str, blobs: list[bytes]) -> httpx.Response:

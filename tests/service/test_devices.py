@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import open_bytes, rel_err
+from tests.service.helpers import open_bytes, rel_err
 
 
 def embed(url: str, blobs: list[bytes]) -> np.ndarray:
@@ -31,9 +31,10 @@ def test_torch_backend_normalises_like_the_shared_preprocess(tiny_model_dir, jpe
 
     from jepa.preprocess import normalize, prepare_image
     from service.backends.torch import TorchBackend
+    from service.plan import resolve_plan
     from service.settings import Settings
 
-    backend = TorchBackend(str(tiny_model_dir), Settings(model="x", device="cpu", dtype="float32"), "test")
+    backend = TorchBackend(resolve_plan(Settings(model="x", device="cpu", dtype="float32"), str(tiny_model_dir)))
     config = backend.config
     pixels = np.stack([prepare_image(open_bytes(b), config.preprocess, config.image_size) for b in jpeg_bytes[:3]])
     ours = backend.normalize(pixels)
@@ -66,17 +67,17 @@ def test_torch_cuda(serve, tiny_model_dir, tiny_encoder, jpeg_bytes, dtype, tol)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_torch_cuda_graphs_match_eager(serve, tiny_model_dir, jpeg_bytes, dtype):
     """Replayed graphs give what the eager forward gives, for batches padded up to a captured size
-    (3 -> 4) and for a lone image, patch grids included."""
+    (3 -> 4) and for a lone image, patch grids and multilayer embeddings included."""
     eager = serve(tiny_model_dir, backend="torch", device="cuda", dtype=dtype, max_wait_ms=200, cuda_graphs=False)
     graphs = serve(tiny_model_dir, backend="torch", device="cuda", dtype=dtype, max_wait_ms=200, cuda_graphs=True)
     assert httpx.get(graphs.url + "/info").json()["backend"]["cuda_graphs"] == [1, 2, 4, 8]
     for blobs in (jpeg_bytes[:3], jpeg_bytes[:1]):
         files = [("image", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(blobs)]
-        url = "/embed?outputs=global,patch"
+        url = "/embed?outputs=global,patch,multilayer"
         got, ref = (httpx.post(s.url + url, files=files, timeout=60).json() for s in (graphs, eager))
         for g, r in zip(got["data"], ref["data"], strict=True):
-            assert rel_err(np.array(g["embedding"]), np.array(r["embedding"])) < 1e-3
-            assert rel_err(np.array(g["patch_embeddings"]), np.array(r["patch_embeddings"])) < 1e-3
+            for key in ("embedding", "patch_embeddings", "multilayer_embedding"):
+                assert rel_err(np.array(g[key]), np.array(r[key])) < 1e-3, key
 
 
 def test_cuda_graphs_only_on_cuda(tiny_model_dir):
@@ -88,7 +89,9 @@ def test_cuda_graphs_only_on_cuda(tiny_model_dir):
     assert bucket_sizes(8) == [1, 2, 4, 8] and bucket_sizes(48) == [1, 2, 4, 8, 16, 32, 48] and bucket_sizes(1) == [1]
     settings = Settings(model="x", device="cpu", dtype="float32")
     assert settings.cuda_graphs
-    assert TorchBackend(str(tiny_model_dir), settings, "test").info.details["cuda_graphs"] is None
+    from service.plan import resolve_plan
+
+    assert TorchBackend(resolve_plan(settings, str(tiny_model_dir))).info.details["cuda_graphs"] is None
 
 
 def ort_cuda_available() -> bool:

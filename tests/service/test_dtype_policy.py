@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from export.verify import compare
-from service.backends import choose_dtype
+from service.plan import choose_dtype
 from service.settings import DEFAULT_MODEL_DIR, Settings
-from tests.service.conftest import REPO, encode
+from tests.service.helpers import REPO, encode
 
 CPU = {"model": "x", "device": "cpu"}
 
@@ -29,23 +29,33 @@ def int8_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-def test_auto_picks_verified_int8_on_cpu(int8_export):
-    recorded = json.loads((int8_export / "export.json").read_text())
-    cosine = recorded["graphs"]["model.int8.onnx"]["summary"]["photos_global_cos_mean"]
-    dtype, why = choose_dtype(Settings(**CPU), str(int8_export))
-    assert (dtype == "int8") == (cosine >= 0.999), (cosine, why)
+def with_int8_cosine(export: Path, to: Path, cosine: float) -> Path:
+    """A copy of ``export`` whose export.json records ``cosine`` for the int8 graph."""
+    shutil.copytree(export, to)
+    record = json.loads((to / "export.json").read_text())
+    record["graphs"]["model.int8.onnx"]["summary"]["photos_global_cos_mean"] = cosine
+    (to / "export.json").write_text(json.dumps(record))
+    return to
+
+
+def test_auto_picks_verified_int8_on_cpu(int8_export, tmp_path):
+    """A recorded cosine at or above the bound picks int8, whatever this export happened to measure."""
+    high = with_int8_cosine(int8_export, tmp_path / "high", 0.9995)
+    dtype, why = choose_dtype(Settings(**CPU), str(high))
+    assert dtype == "int8" and "0.999500" in why, why
     assert choose_dtype(Settings(**CPU, dtype="float32"), str(int8_export)) == ("float32", "asked for explicitly")
     assert choose_dtype(Settings(**CPU, backend="torch"), str(int8_export))[0] == "float32"
 
 
 def test_auto_refuses_int8_below_bound_or_unrecorded(int8_export, tmp_path):
-    low = tmp_path / "low"
-    shutil.copytree(int8_export, low)
-    record = json.loads((low / "export.json").read_text())
-    record["graphs"]["model.int8.onnx"]["summary"]["photos_global_cos_mean"] = 0.998
-    (low / "export.json").write_text(json.dumps(record))
+    low = with_int8_cosine(int8_export, tmp_path / "low", 0.998)
     dtype, why = choose_dtype(Settings(**CPU), str(low))
     assert dtype == "float32" and "0.99800" in why
+    record = json.loads((low / "export.json").read_text())
+    record["format_version"] = 1  # a record this version cannot read: float32, and the reason says so
+    (low / "export.json").write_text(json.dumps(record))
+    dtype, why = choose_dtype(Settings(**CPU), str(low))
+    assert dtype == "float32" and "export.json is unreadable" in why and "re-export" in why, why
     (low / "export.json").unlink()
     dtype, why = choose_dtype(Settings(**CPU), str(low))
     assert dtype == "float32" and "no verified model.int8.onnx" in why

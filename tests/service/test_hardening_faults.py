@@ -16,9 +16,6 @@ from faulty_graph import write_faulty_graph
 from hardening_util import metric, multipart, small_jpeg, start_service
 from PIL import Image
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
 
 def white_jpeg() -> bytes:
     buf = io.BytesIO()
@@ -28,6 +25,8 @@ def white_jpeg() -> bytes:
 
 @pytest.fixture(scope="module")
 def faulty_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("onnxruntime")  # only the tests on this server need them
+    pytest.importorskip("onnx")
     tmp = tmp_path_factory.mktemp("faulty")
     model = tmp / "model"
     shutil.copytree(tiny_model_dir, model)

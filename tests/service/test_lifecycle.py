@@ -14,7 +14,7 @@ import pytest
 
 from service.__main__ import parse_settings
 from service.settings import DEFAULT_MODEL_DIR, Settings
-from tests.service.conftest import REPO, start_subprocess
+from tests.service.helpers import REPO, start_subprocess
 
 
 def test_cli_flags_and_env_map_to_settings(monkeypatch):
@@ -46,10 +46,17 @@ def run_cli(args: list[str], cwd, env: dict[str, str] | None = None) -> subproce
 
 
 def test_cli_without_model_says_how_to_pass_one(tmp_path):
-    if (REPO / DEFAULT_MODEL_DIR).is_dir():
-        pytest.skip("the default model is shipped; python -m service serves it")
-    r = run_cli([], tmp_path)
-    assert r.returncode == 2
+    """Where no default model exists (an installed package has no models/ beside it), the CLI says
+    how to pass one. The packages are copied out of the checkout, whose models/ holds the default."""
+    import shutil
+
+    install = tmp_path / "site"
+    for package in ("jepa", "service"):
+        shutil.copytree(REPO / package, install / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "cwd").mkdir()
+    assert not (install / DEFAULT_MODEL_DIR).exists()
+    r = run_cli([], tmp_path / "cwd", env={"PYTHONPATH": str(install)})
+    assert r.returncode == 2, r.stderr
     assert "--model PATH" in r.stderr and "JEPA_MODEL" in r.stderr and DEFAULT_MODEL_DIR in r.stderr
 
 

@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.backends import choose_backend
+from service.plan import choose_backend, resolve_plan
 from service.settings import Settings
-from tests.service.conftest import REPO, open_bytes, rel_err, start_subprocess
+from tests.service.helpers import REPO, open_bytes, rel_err, start_subprocess
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -30,11 +30,11 @@ def embed_files(url: str, blobs: list[bytes], **params: str) -> httpx.Response:
 
 
 def test_auto_choice(tiny_model_dir, onnx_model_dir):
-    assert choose_backend(Settings(model="x"), str(tiny_model_dir))[0] == "torch"
-    name, why = choose_backend(Settings(model="x"), str(onnx_model_dir))
+    assert choose_backend(Settings(model="x"), str(tiny_model_dir), "float32")[0] == "torch"
+    name, why = choose_backend(Settings(model="x"), str(onnx_model_dir), "float32")
     assert name == "onnxruntime" and "model.onnx found" in why
-    assert choose_backend(Settings(model="x", dtype="bfloat16"), str(onnx_model_dir))[0] == "torch"
-    assert choose_backend(Settings(model="x", backend="torch"), str(onnx_model_dir))[0] == "torch"
+    assert choose_backend(Settings(model="x"), str(onnx_model_dir), "bfloat16")[0] == "torch"
+    assert choose_backend(Settings(model="x", backend="torch"), str(onnx_model_dir), "float32")[0] == "torch"
 
 
 @pytest.mark.parametrize("graph", ["model.onnx", "model.uint8.onnx"])
@@ -72,7 +72,7 @@ def test_missing_graph_is_a_clear_error(onnx_only_dir):
     from service.backends import load_backend
 
     with pytest.raises(CheckpointError, match=r"model\.fp16\.onnx"):
-        load_backend(Settings(model="x", backend="onnxruntime", dtype="float16"), str(onnx_only_dir))
+        load_backend(resolve_plan(Settings(model="x", backend="onnxruntime", dtype="float16"), str(onnx_only_dir)))
 
 
 def test_service_modules_import_without_torch():
@@ -127,13 +127,14 @@ def test_fatal_error_classification():
 def test_cpu_host_never_imports_torch_to_look_for_a_gpu(onnx_only_dir):
     """Without the NVIDIA driver, device auto is settled without importing torch (seconds and
     ~200 MB saved at start-up), though torch is installed here."""
-    from service.backends import nvidia_driver_present
+    from service.plan import nvidia_driver_present
 
     if nvidia_driver_present():
         pytest.skip("an NVIDIA driver is present: torch is the right way to ask")
     code = (
-        "import sys\nfrom service.backends import load_backend\nfrom service.settings import Settings\n"
-        f"b = load_backend(Settings(model='x'), {str(onnx_only_dir)!r})\n"
+        "import sys\nfrom service.backends import load_backend\nfrom service.plan import resolve_plan\n"
+        "from service.settings import Settings\n"
+        f"b = load_backend(resolve_plan(Settings(model='x'), {str(onnx_only_dir)!r}))\n"
         "print(b.info.name, b.info.device, 'torch' in sys.modules)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import open_bytes, rel_err
+from tests.service.helpers import open_bytes, rel_err
 
 
 @pytest.fixture(scope="module")
