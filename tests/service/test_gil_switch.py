@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from service.settings import Settings
-from tests.service.conftest import rel_err, start_subprocess
+from tests.service.helpers import rel_err, start_subprocess
 
 
 def test_server_process_uses_the_asked_switch_interval(tiny_model_dir, tiny_encoder, jpeg_bytes):

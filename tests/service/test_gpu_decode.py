@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import REPO, free_port
+from tests.service.helpers import REPO, free_port
 from tests.service.test_devices import cuda_available, embed
 
 
