@@ -56,8 +56,11 @@ def _service_rows(results: dict) -> list[str]:
         if not key.startswith("service:"):
             continue
         label, best = _service_ceiling(results, svc)
+        limits = svc.get("info", {}).get("limits", {})
+        switch = limits.get("gil_switch_interval_ms", "n/a")
+        decode = f"GPU decode: {limits.get('gpu_decode', 'n/a')}; switch interval {switch} ms"
         notes.append(f"- `{svc['variant']}`: `{' '.join(svc.get('argv', []))}`; peak RSS "
-                     f"{svc.get('peak_rss_mib', float('nan')):.0f} MiB; ceiling: {label}")  # fmt: skip
+                     f"{svc.get('peak_rss_mib', float('nan')):.0f} MiB; ceiling: {label}; {decode}")  # fmt: skip
         for r in svc.get("runs", []):
             share = f"{r['images_s'] / best:.0%}" if best else "n/a"
             rows.append(
