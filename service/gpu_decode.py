@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from prometheus_client import CollectorRegistry, Counter
 
-from service.decode import DecodeOptions, decode_image
+from service.decode import FORMATS, DecodeOptions, decode_image
 from service.gpu_plan import Plan, plan_image
 
 log = logging.getLogger("service")
@@ -115,7 +115,7 @@ class GpuDecoder:
         )
 
     async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray | torch.Tensor:
-        plan = _plan(data, options)
+        plan = plan_for(data, options)
         if isinstance(plan, Plan):
             loop = asyncio.get_running_loop()
             future: asyncio.Future[torch.Tensor | None] = loop.create_future()
@@ -168,11 +168,11 @@ class GpuDecoder:
         self._gpu_thread.shutdown(wait=False, cancel_futures=True)
 
 
-def _plan(data: bytes, options: DecodeOptions) -> Plan | str:
+def plan_for(data: bytes, options: DecodeOptions) -> Plan | str:
     """The header says GPU or CPU; a header Pillow cannot read, or over the pixel limit, goes to
     the CPU path, which raises the error the client gets."""
     try:
-        with Image.open(io.BytesIO(data), formats=("JPEG", "MPO")) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:  # header only
             if image.width * image.height > options.max_pixels:
                 return "header"
             return plan_image(image, options.preprocess, options.image_size)

@@ -144,3 +144,26 @@ def test_stack_keeps_numpy_batches_in_numpy_and_moves_mixed_ones_to_the_tensors_
     assert isinstance(mixed, torch.Tensor) and mixed.shape == (2, 4, 4, 3) and int(mixed[0].max()) == 7
     joined = concat(mixed, stack([a]))
     assert isinstance(joined, torch.Tensor) and joined.shape == (3, 4, 4, 3)
+
+
+def test_gpu_decoder_reads_the_reason_from_the_header_alone(photos):
+    """What the GPU decoder sends to the CPU, and why: the reasons jepa_decode_path_total counts."""
+    pytest.importorskip("torch")
+    from service.decode import DecodeOptions
+    from service.gpu_decode import plan_for
+
+    options = DecodeOptions(CROP, 224, 10**8)
+    png = io.BytesIO()
+    photos[0].save(png, "PNG")
+    cmyk = io.BytesIO()
+    photos[0].convert("CMYK").save(cmyk, "JPEG")
+    progressive = io.BytesIO()
+    photos[0].save(progressive, "JPEG", progressive=True)
+    baseline = io.BytesIO()
+    photos[0].save(baseline, "JPEG")
+    assert plan_for(png.getvalue(), options) == "not_jpeg"
+    assert plan_for(cmyk.getvalue(), options) == "colour_mode"
+    assert plan_for(progressive.getvalue(), options) == "progressive"
+    assert plan_for(b"not an image at all", options) == "header"  # the CPU path names the error
+    assert plan_for(baseline.getvalue(), DecodeOptions(CROP, 224, 100)) == "header"  # over max_pixels: a 413 there
+    assert not isinstance(plan_for(baseline.getvalue(), options), str)
