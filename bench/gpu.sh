@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU run, fitted to 8 minutes on a lent H200 (one command): wheels from .whl/ when it is there
 # (bench/gpu_wheels.sh fetches them), the `-m gpu` tests of the GPU decode, CUDA graphs and devices
-# (at most JEPA_GPU_TESTS_TIMEOUT s, 0 skips them), then bench/gpu_bench.py (at most
-# JEPA_GPU_BENCH_TIMEOUT s): the card's bf16 matmul rate; ViT-H/14 (random weights) model-only
-# ceiling; the service at 64 clients on small and 3 MP JPEGs with GPU decode (the default), CPU
-# decode, 8 decode processes, and Python's 5 ms switch interval; the naive IJepaModel server on the
+# (at most JEPA_GPU_TESTS_TIMEOUT s, default 100, 0 skips them), then bench/gpu_bench.py (at most
+# JEPA_GPU_BENCH_TIMEOUT s, default 340): the card's bf16 matmul rate; ViT-H/14 (random weights)
+# model-only ceiling; the service at 64 clients on small and 3 MP JPEGs with GPU decode (the
+# default), CPU decode and 8 decode processes; the naive IJepaModel server on the
 # same GPU in bf16; the model's kernels (SDPA backends, CUDA graph) and torch.compile.
 # Results: OUT/results.md and OUT/results.json (written after every part), OUT/gpu_tests.txt.
 #
@@ -55,13 +55,13 @@ if [[ "${JEPA_GPU_BENCH_CPU_CHECK:-0}" == "1" ]]; then
   JEPA_GPU_TESTS_TIMEOUT="${JEPA_GPU_TESTS_TIMEOUT:-0}"
   JEPA_GPU_BENCH_TIMEOUT="${JEPA_GPU_BENCH_TIMEOUT:-900}"  # 2 shared cores, not a GPU box
 fi
-TESTS_TIMEOUT="${JEPA_GPU_TESTS_TIMEOUT:-75}"
+TESTS_TIMEOUT="${JEPA_GPU_TESTS_TIMEOUT:-100}"
 if [[ "$TESTS_TIMEOUT" != "0" ]]; then
   timeout -k 5 "$TESTS_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
     tests/service/test_gpu_decode.py tests/service/test_devices.py > "$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests exit code: $? (after $((SECONDS - START)) s)" | tee -a "$OUT/gpu_tests.txt"
 fi
-timeout -k 10 "${JEPA_GPU_BENCH_TIMEOUT:-360}" "$PY" -m bench.gpu_bench "$OUT" "$@"
+timeout -k 10 "${JEPA_GPU_BENCH_TIMEOUT:-340}" "$PY" -m bench.gpu_bench "$OUT" "$@"
 rc=$?
 echo "gpu_bench exit code: $rc (whole script $((SECONDS - START)) s)" | tee -a "$OUT/results.md"
 exit $rc

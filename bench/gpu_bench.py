@@ -4,7 +4,7 @@ Parts (``--parts``), each in its own ``try`` so one failure keeps the others' re
 measured bf16 matmul rate (an ``n^3`` matmul), the model's FLOPs per image, the torch ceiling
 (``--dtypes``, ``--batch-sizes``) and its model FLOP utilisation, the service under concurrency
 with real JPEGs in each of ``--variants`` (see :data:`VARIANTS`; by default GPU decode, CPU
-decode, decode processes and Python's 5 ms switch interval, all with CUDA graphs), the naive
+decode and decode processes, all with CUDA graphs), the naive
 IJepaModel server on the same device in bf16 (``naive``), the model's own kernels (``kernels``:
 SDPA backends and a CUDA graph, bench/gpu_model.py) and ``torch.compile`` (``compile``), and ONNX
 Runtime CUDA (``onnx``: the fp16 graph's ceiling, and the service on it) when that build is
@@ -54,8 +54,8 @@ VARIANTS = {
 # Service cases by name (service_cases): small JPEGs 1 or 8 per request, 3 MP JPEGs 1 per request.
 CASES = ("small1", "small8", "large1")
 # the first two run every case (--full 2); ort-fp16 runs where onnxruntime-gpu is installed
-# issue 13's run: GPU decode (default), CPU decode, decode processes, Python's switch interval
-DEFAULT_VARIANTS = "torch-bf16-graphs,graphs-cpudecode,graphs-procs8,graphs-switch5"
+# issue 13's run: GPU decode (the default), CPU decode, decode processes (graphs-switch5 by hand)
+DEFAULT_VARIANTS = "torch-bf16-graphs,graphs-cpudecode,graphs-procs8"
 PARTS = ("matmul", "model", "ceiling", "service", "naive", "kernels", "compile", "onnx")
 DEFAULT_PARTS = "matmul,model,ceiling,service,naive,kernels,compile"  # onnx: where onnxruntime-gpu is carried
 
