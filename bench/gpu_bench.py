@@ -1,12 +1,16 @@
 """The GPU run: ViT-H/14 (random weights) model-only ceiling vs the service, against the card's matmul rate.
 
 Parts (``--parts``), each in its own ``try`` so one failure keeps the others' results: the card's
-measured bf16 matmul rate (an ``n^3`` matmul), the model's FLOPs per image, the torch ceiling in
-bf16 and fp16 at several batch sizes (and its model FLOP utilisation), the service under
-concurrency with real JPEGs in each of ``--variants`` (torch bf16 with CUDA graphs, the
-default, and eager; see :data:`VARIANTS`), and ONNX Runtime CUDA (the fp16 graph: its ceiling, and the service on it)
-when that build is installed. ``--profile S`` records the ``--full`` variants' servers with py-spy for
-S seconds under load. Results go to ``OUT/results.json`` (after every part) and ``OUT/results.md``.
+measured bf16 matmul rate (an ``n^3`` matmul), the model's FLOPs per image, the torch ceiling
+(``--dtypes``, ``--batch-sizes``) and its model FLOP utilisation, the service under concurrency
+with real JPEGs in each of ``--variants`` (see :data:`VARIANTS`; by default GPU decode, CPU
+decode and decode processes, all with CUDA graphs), the naive
+IJepaModel server on the same device in bf16 (``naive``), the model's own kernels (``kernels``:
+SDPA backends and a CUDA graph, bench/gpu_model.py) and ``torch.compile`` (``compile``), and ONNX
+Runtime CUDA (``onnx``: the fp16 graph's ceiling, and the service on it) when that build is
+installed. ``--profile S`` records the ``--full`` variants' servers with py-spy for S seconds under
+load. Results go to ``OUT/results.json`` (after every part) and ``OUT/results.md``, with issue
+13's goals per variant.
 
     python -m bench.gpu_bench OUT [--size huge --patch 14 --device cuda]   # see bench/gpu.sh
     python -m bench.gpu_bench /tmp/g --size tiny --patch 16 --device cpu --matmul 512 --quick   # CPU check
@@ -32,17 +36,28 @@ from bench.gpu_report import markdown
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Service configurations to compare, by name: extra flags for ``python -m service``.
 VARIANTS = {
-    "torch-bf16-graphs": "--backend torch --dtype bfloat16 --cuda-graphs",  # the service's default on a GPU
+    # the service's default on a GPU (CUDA graphs, --gpu-decode auto: nvJPEG where torchvision has it)
+    "torch-bf16-graphs": "--backend torch --dtype bfloat16 --cuda-graphs",
     "torch-bf16-graphs-procs8": "--backend torch --dtype bfloat16 --cuda-graphs --decode-processes 8",
     "torch-bf16": "--backend torch --dtype bfloat16 --no-cuda-graphs",  # eager: one launch per operator
     "torch-bf16-2workers": "--backend torch --dtype bfloat16 --inference-workers 2",  # eager (graphs need 1)
     "torch-bf16-16decode": "--backend torch --dtype bfloat16 --no-cuda-graphs --decode-threads 16",
     "torch-bf16-wait5": "--backend torch --dtype bfloat16 --no-cuda-graphs --max-wait-ms 5",
     "ort-fp16": "--backend onnxruntime --dtype float16",
+    # issue 13: where decode runs, and what the GIL switch interval and the attention kernel change
+    "graphs-cpudecode": "--backend torch --dtype bfloat16 --cuda-graphs --gpu-decode off",
+    "graphs-gpudecode": "--backend torch --dtype bfloat16 --cuda-graphs --gpu-decode on",
+    "graphs-procs8": "--backend torch --dtype bfloat16 --cuda-graphs --gpu-decode off --decode-processes 8",
+    "graphs-switch5": "--backend torch --dtype bfloat16 --cuda-graphs --gpu-decode off --gil-switch-interval-ms 5",
+    "graphs-gpudecode-cudnn": "--backend torch --dtype bfloat16 --gpu-decode on --attention-backend cudnn",
 }
+# Service cases by name (service_cases): small JPEGs 1 or 8 per request, 3 MP JPEGs 1 per request.
+CASES = ("small1", "small8", "large1")
 # the first two run every case (--full 2); ort-fp16 runs where onnxruntime-gpu is installed
-DEFAULT_VARIANTS = "torch-bf16-graphs,torch-bf16-graphs-procs8,torch-bf16,ort-fp16"
-PARTS = ("matmul", "model", "ceiling", "service", "onnx")
+# issue 13's run: GPU decode (the default), CPU decode, decode processes (graphs-switch5 by hand)
+DEFAULT_VARIANTS = "torch-bf16-graphs,graphs-cpudecode,graphs-procs8"
+PARTS = ("matmul", "model", "ceiling", "service", "naive", "kernels", "compile", "onnx")
+DEFAULT_PARTS = "matmul,model,ceiling,service,naive,kernels,compile"  # onnx: where onnxruntime-gpu is carried
 
 
 def matmul_rate(device: str, n: int, dtype_name: str = "bf16") -> dict:
@@ -150,12 +165,7 @@ def run_service(model_dir: Path, args: argparse.Namespace, out: Path, variant: s
     result: dict = {"variant": variant, "argv": argv}
     with ServerProcess(argv, log_path=out / f"service-{variant}.log", ready_timeout_s=args.ready_timeout) as server:
         result["info"] = httpx.get(server.url + "/info", timeout=10).json()
-        small = small_jpegs(12)
-        cases = [("small JPEG, 1 image/request", small, 1, c) for c in args.concurrency[: None if full else 1]]
-        if full:
-            cases.append(("small JPEG, 8 images/request", small, 8, args.concurrency[0]))
-            if not args.quick:
-                cases.append(("3 MP JPEG, 1 image/request", jpegs_at(3.0, 4), 1, args.concurrency[0]))
+        cases = service_cases(args, full, small_jpegs(12), jpegs_at)
         runs = []
         for k, (label, images, per_request, concurrency) in enumerate(cases):
             spec = RequestSpec(server.url + "/embed", images_per_request=per_request)
@@ -173,6 +183,50 @@ def run_service(model_dir: Path, args: argparse.Namespace, out: Path, variant: s
         result["peak_rss_mib"] = rss_kib(server.pid, "VmHWM") / 1024
         result["metrics_excerpt"] = _batch_metrics(httpx.get(server.url + "/metrics", timeout=10).text)
     return result
+
+
+def service_cases(args: argparse.Namespace, full: bool, small: list[bytes], jpegs_at) -> list[tuple]:
+    """``(label, images, per request, clients)`` for ``--cases``: a full variant runs them all
+    (``small1`` at every ``--concurrency``), the others the first case only."""
+    cases = []
+    for name in args.cases.split(",")[: None if full else 1]:
+        if name == "small1":
+            levels = args.concurrency[: None if full else 1]
+            cases += [("small JPEG, 1 image/request", small, 1, c) for c in levels]
+        elif name == "small8":
+            cases.append(("small JPEG, 8 images/request", small, 8, args.concurrency[0]))
+        elif name == "large1" and not args.quick:
+            cases.append(("3 MP JPEG, 1 image/request", jpegs_at(3.0, 4), 1, args.concurrency[0]))
+    return cases
+
+
+def run_naive(model_dir: Path, args: argparse.Namespace, out: Path) -> dict:
+    """What a user would write (bench/naive_server.py: IJepaModel, one forward per request) on the
+    same device in bf16, with the same weights, under the first service case's load."""
+    from bench.images import small_jpegs
+    from bench.loadgen import RequestSpec, run_load
+    from bench.models import hf_copy
+    from bench.server_proc import ServerProcess
+
+    t0 = time.perf_counter()
+    hf = hf_copy(model_dir)
+    argv = [str(hf), "--device", args.device, "--dtype", "bfloat16"]
+    result: dict = {"argv": ["python -m bench.naive_server", *argv], "hf_copy_s": round(time.perf_counter() - t0, 1)}
+    with ServerProcess(
+        argv, module="bench.naive_server", log_path=out / "naive.log", ready_timeout_s=args.ready_timeout
+    ) as server:
+        spec = RequestSpec(server.url + "/embed", images_per_request=1)
+        r = run_load(spec, small_jpegs(12), args.concurrency[0], duration_s=args.duration, procs=args.client_procs)
+        result["runs"] = [{"case": "small JPEG, 1 image/request", **r.as_dict()}]
+    return result
+
+
+def run_kernels(model_dir: Path, args: argparse.Namespace, names: str, flops_g: float) -> list[dict]:
+    from bench.gpu_model import model_variants
+
+    batch = max(int(b) for b in args.batch_sizes.split(","))
+    kernels = [k for k in names.split(",") if k]
+    return model_variants(model_dir, args.device, batch, args.min_time, kernels, flops_g * 1e9)
 
 
 def _start_profile(pid: int, path: Path, mode: str, args: argparse.Namespace) -> subprocess.Popen | None:
@@ -232,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"][name] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
         results.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 1)
         (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        (out / "results.md").write_text(markdown(results))  # also after each part: a timeout keeps it
         print(f"[gpu_bench] {name}: {'ok' if name in results else 'FAILED'} in {results['seconds'][name]}s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="gpu_bench_") as tmp:
@@ -247,12 +302,19 @@ def main(argv: list[str] | None = None) -> int:
                 part("ceiling", lambda: run_ceilings(model_dir, args))
             if "onnx" in parts:
                 part("onnxruntime_cuda", lambda: run_onnx_cuda(model_dir, args))
+            flops_g = results["model"].get("flops_per_image_g", 0.0)
             if "service" in parts:
                 for k, variant in enumerate(variants):
                     if variant.startswith("ort-") and "ceilings" not in results.get("onnxruntime_cuda", {}):
                         continue  # no ONNX Runtime CUDA here (or its part failed): nothing to serve
                     run = partial(run_service, model_dir, args, out, variant, k < args.full)
                     part(f"service:{variant}", run)
+            if "naive" in parts:
+                part("naive", lambda: run_naive(model_dir, args, out))
+            if "kernels" in parts:
+                part("kernels", lambda: run_kernels(model_dir, args, args.kernels, flops_g))
+            if "compile" in parts:  # last: its compile time is the least predictable
+                part("compile", lambda: run_kernels(model_dir, args, "compile", flops_g))
     (out / "results.md").write_text(markdown(results))
     print((out / "results.md").read_text())
     return 1 if results["errors"] else 0
@@ -270,20 +332,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--device", default="cuda")
     p.add_argument("--matmul", type=int, default=8192, help="n of the n^3 bf16 matmul")
-    p.add_argument("--dtypes", default="bf16,fp16", help="torch ceiling dtypes")
-    p.add_argument("--batch-sizes", default="1,8,32,64")
-    p.add_argument("--min-time", type=float, default=1.5, help="seconds per ceiling measurement")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"which of {','.join(PARTS)} to run (the model always)")
+    p.add_argument("--dtypes", default="bf16", help="torch ceiling dtypes (bf16,fp16)")
+    p.add_argument("--batch-sizes", default="32,64")
+    p.add_argument("--min-time", type=float, default=0.8, help="seconds per ceiling measurement")
+    p.add_argument("--parts", default=DEFAULT_PARTS, help=f"which of {','.join(PARTS)} to run (the model always)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    p.add_argument("--service-args", default="--max-batch-size 64", help="extra flags for python -m service")
+    p.add_argument(
+        "--service-args",
+        default="--max-batch-size 64 --max-concurrent-requests 512 --max-queue 1024",
+        help="extra flags for python -m service",
+    )
     p.add_argument("--model-root", default="", help="keep the model directory here (reused by a second run)")
-    p.add_argument("--full", type=int, default=2, help="the first N variants run every case, the rest one")
+    p.add_argument("--full", type=int, default=4, help="the first N variants run every case, the rest one")
     p.add_argument("--profile", type=float, default=0.0, help="py-spy seconds on the full variants' first two cases")
     p.add_argument("--concurrency", type=_ints, default=[64], help="clients; a list (64,256) repeats the first case")
     p.add_argument("--client-procs", type=int, default=4)
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per load run")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
     p.add_argument("--ready-timeout", type=float, default=180.0)
     p.add_argument("--quick", action="store_true", help="fewer service cases (the CPU check)")
+    p.add_argument("--cases", default="small1,large1", help=f"service cases, of: {', '.join(CASES)}")
+    p.add_argument(
+        "--kernels",
+        default="sdpa-auto,sdpa-flash,sdpa-cudnn,graphs",
+        help="bench/gpu_model.py variants for the kernels part (compile is its own part)",
+    )
     return p.parse_args(argv)
 
 

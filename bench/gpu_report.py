@@ -58,8 +58,11 @@ def _service_rows(results: dict) -> list[str]:
         if not key.startswith("service:"):
             continue
         label, best = _service_ceiling(results, svc)
+        limits = svc.get("info", {}).get("limits", {})
+        switch = limits.get("gil_switch_interval_ms", "n/a")
+        decode = f"GPU decode: {limits.get('gpu_decode', 'n/a')}; switch interval {switch} ms"
         notes.append(f"- `{svc['variant']}`: `{' '.join(svc.get('argv', []))}`; peak RSS "
-                     f"{svc.get('peak_rss_mib', float('nan')):.0f} MiB; ceiling: {label}")  # fmt: skip
+                     f"{svc.get('peak_rss_mib', float('nan')):.0f} MiB; ceiling: {label}; {decode}")  # fmt: skip
         for r in svc.get("runs", []):
             share = f"{r['images_s'] / best:.0%}" if best else "n/a"
             rows.append(
@@ -74,6 +77,60 @@ def _service_rows(results: dict) -> list[str]:
         "and the client."
     )
     return [*rows, "", legend, "", *notes]
+
+
+def _kernel_rows(results: dict) -> list[str]:
+    peak = results.get("matmul", {}).get("tflops", 0.0)
+    rows = [
+        "| variant (bench/gpu_model.py) | batch | images/s | model TFLOP/s | share of measured matmul rate | setup s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for k in results.get("kernels", []):
+        if "error" in k:
+            rows.append(f"| {k['variant']} | {k['batch']} | failed: {k['error'][:120]} | | | |")
+            continue
+        tflops = k.get("tflops", 0.0)
+        share = f"{tflops / peak:.0%}" if peak and tflops else "n/a"
+        rows.append(
+            f"| {k['variant']} | {k['batch']} | {k['images_s']:.1f} | {tflops:.3g} | {share} | {k.get('setup_s', '')} |"
+        )
+    return rows
+
+
+def _first_run(svc: dict, case: str) -> dict | None:
+    return next((r for r in svc.get("runs", []) if r["case"] == case), None)
+
+
+def goal_rows(results: dict) -> list[str]:
+    """Issue 13's goals for every service variant that ran: shares of its ceiling on small and
+    3 MP JPEGs (1 per request), and its small-JPEG rate over the naive server's."""
+    naive = _first_run(results.get("naive", {}), "small JPEG, 1 image/request")
+    rows = [
+        "| variant | small JPEG share (goal >= 90%) | 3 MP share (goal >= 70%) | x naive, small JPEG (goal >= 15x) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, svc in results.items():
+        if not key.startswith("service:"):
+            continue
+        _, best = _service_ceiling(results, svc)
+        small = _first_run(svc, "small JPEG, 1 image/request")
+        large = _first_run(svc, "3 MP JPEG, 1 image/request")
+        cells = [f"{r['images_s'] / best:.0%}" if r and best else "n/a" for r in (small, large)]
+        ratio = f"{small['images_s'] / naive['images_s']:.1f}x" if small and naive and naive["images_s"] else "n/a"
+        rows.append(f"| {svc['variant']} | {cells[0]} | {cells[1]} | {ratio} |")
+    return rows
+
+
+def _naive_lines(results: dict) -> list[str]:
+    naive = results.get("naive", {})
+    run = _first_run(naive, "small JPEG, 1 image/request")
+    if run is None:
+        return []
+    return [
+        f"Naive server (`{' '.join(naive.get('argv', []))}`): {run['images_s']:.1f} images/s at "
+        f"{run['concurrency']} clients, small JPEGs, p50 {run['p50_ms']:.0f} ms, {run['errors']} errors.",
+        "",
+    ]
 
 
 def markdown(results: dict) -> str:
@@ -99,8 +156,11 @@ def markdown(results: dict) -> str:
     ]
     if "skipped" in results.get("onnxruntime_cuda", {}):
         lines += [f"ONNX Runtime CUDA: skipped ({results['onnxruntime_cuda']['skipped']}).", ""]
+    if results.get("kernels"):
+        lines += ["## The model's own kernels (bf16, input on the device)", "", *_kernel_rows(results), ""]
     if any(key.startswith("service:") for key in results):
         lines += ["## Service", "", *_service_rows(results), ""]
+        lines += ["## Goals (issue 13)", "", *goal_rows(results), "", *_naive_lines(results)]
     if results.get("errors"):
         lines += ["## Parts that failed", ""]
         for name, err in results["errors"].items():

@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = parse_settings(argv)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
         access_log.configure(settings.access_log)
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)  # process-wide: set here, once
         from service.app import create_app
 
         app = create_app(settings)

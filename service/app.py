@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
@@ -24,6 +26,7 @@ from service.decode_slots import DecodeSlots
 from service.docs import add_docs
 from service.encode import encode_results, negotiate
 from service.errors import ApiError, ClientClosed, InvalidParameters, install_handlers
+from service.gpu_plan import wants_gpu_decode
 from service.image_queue import Result
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -34,6 +37,9 @@ from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResp
 from service.settings import Settings
 from service.state import AppState
 from service.ui import install_ui
+
+if TYPE_CHECKING:  # torch is imported only on a GPU host
+    from service.gpu_decode import GpuDecoder
 
 log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
@@ -55,7 +61,16 @@ async def prepare(state: AppState) -> asyncio.Task[None] | None:
 
 async def start_serving(state: AppState, model: str) -> None:
     state.serving_path = model
-    state.runtime = await start(state.settings, model, state.metrics)
+    runtime = await start(state.settings, model, state.metrics)
+    state.gpu_decoder = gpu_decoder(state, runtime)
+    if state.gpu_decoder is not None and runtime.video_options is None:
+        # nvJPEG batches whatever is in flight: every queued image may hold a slot, so a batch is
+        # never capped at the CPU pool's size; its CPU fallbacks run in the thread pool
+        s = state.settings
+        state.decode_slots = DecodeSlots(
+            state.gpu_decoder, s.max_queue, s.decode_timeout_s, s.retry_after_s, threads=state.decode_pool
+        )
+    state.runtime = runtime
 
 
 async def build_then_start(state: AppState, optimizer: Optimizer) -> None:
@@ -119,6 +134,16 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.ui:
         install_ui(app)
     return app
+
+
+def gpu_decoder(state: AppState, runtime: Runtime) -> GpuDecoder | None:
+    """``--gpu-decode`` for the loaded backend (torch is imported only when it runs on CUDA)."""
+    info = runtime.backend.info
+    if not wants_gpu_decode(state.settings.gpu_decode, info.name, info.device):
+        return None
+    from service.gpu_decode import open_gpu_decoder
+
+    return open_gpu_decoder(state.settings.gpu_decode == "on", info.device, state.decode_pool, state.metrics.registry)
 
 
 def add_routes(app: FastAPI, state: AppState) -> None:
@@ -275,6 +300,8 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
             "max_pixels": s.max_pixels,
             "decode_timeout_s": s.decode_timeout_s,
             "decode_processes": s.decode_processes,
+            "gpu_decode": state.gpu_decoder is not None,
+            "gil_switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),  # the process's, as set by main
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
             "video_max_pixels": s.video_max_pixels,

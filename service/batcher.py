@@ -25,6 +25,7 @@ import numpy as np
 
 from jepa.contract import Output
 from service.backends.base import Assemble, Backend, is_fatal
+from service.device_pixels import concat
 from service.errors import InferenceFailed, NotReady
 from service.image_queue import Entry, ImageQueue, Result
 from service.metrics import Metrics
@@ -185,7 +186,7 @@ class Batcher:
         extra = self.queue.take(self.limits.max_batch_size - len(entries))
         if not extra or batch is None:
             return entries + extra, batch
-        return entries + extra, np.concatenate([batch, await self._prepare(extra)])
+        return entries + extra, concat(batch, await self._prepare(extra))
 
     async def _prepare(self, entries: list[Entry]) -> np.ndarray:
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jepa.config import Preprocess
-from jepa.preprocess import prepare_image
+from service import jpeg_nogil
 from service.errors import ApiError, InvalidImage, PayloadTooLarge
 
 log = logging.getLogger("service")
@@ -104,5 +104,5 @@ def _decode(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
             target = draft_target(options)
             if min(width, height) >= 2 * target:
                 image.draft(None, (target, target))
-        image.load()
-        return prepare_image(image, options.preprocess, options.image_size)
+        # JPEGs decode in one GIL-free call when simplejpeg is installed (service/jpeg_nogil.py)
+        return jpeg_nogil.prepare(image, data, options.preprocess, options.image_size)

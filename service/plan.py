@@ -50,6 +50,7 @@ class Plan:
     tensorrt: bool = False
     spin: bool = True
     max_batch_size: int = 32
+    attention_backend: str = "auto"  # torch: the SDPA kernel (service.backends.torch.sdpa_backends)
 
 
 @dataclass(frozen=True)
@@ -196,4 +197,5 @@ def resolve_plan(settings: Settings, model: str) -> Plan:
         tensorrt=settings.tensorrt,
         spin=settings.inference_spin,
         max_batch_size=settings.max_batch_size,
+        attention_backend=settings.attention_backend,
     )

@@ -24,6 +24,7 @@ from service.backends.base import Assemble
 from service.batcher import Batcher
 from service.calibration import Calibration, probe_batch_size, warmup
 from service.decode import DecodeOptions
+from service.device_pixels import stack
 from service.encode import ModelFacts
 from service.media import video_options
 from service.metrics import Metrics
@@ -57,7 +58,7 @@ def assembler(backend: Backend, plan: Plan) -> Assemble:
     norm = None if backend.info.input_kind == "uint8" else partial(norm_fn, config=backend.config.preprocess)
 
     def assemble(pixels: list[np.ndarray]) -> np.ndarray:
-        batch = np.stack(pixels)  # uint8 [B, S, S, 3] or [B, T, S, S, 3]
+        batch = stack(pixels)  # uint8 [B, S, S, 3] or [B, T, S, S, 3]; on the GPU when --gpu-decode made them there
         return norm(batch) if norm is not None else batch
 
     return assemble

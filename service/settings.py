@@ -80,6 +80,18 @@ class Settings(BaseSettings):
         "decode hold. ViT-H/14 on an H200: +29% images/s at 64 clients, +51% with 8 images per request "
         "(docs/BENCHMARKS.md). Not used elsewhere (/info shows the captured sizes when it is).",
     )
+    attention_backend: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
+        "auto",
+        description="torch: the scaled-dot-product attention kernel to use (auto = PyTorch's choice). cudnn "
+        "and flash are the candidates on Hopper GPUs; bench/gpu_bench.py's ceiling part measures each.",
+    )
+    gpu_decode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="torch on cuda: decode baseline JPEGs with nvJPEG (torchvision.io.decode_jpeg, in batches) and "
+        "orient, resize and crop them on the GPU; other images fall back to the CPU path one by one "
+        "(jepa_decode_path_total). auto = on when the backend is torch on cuda and torchvision's nvJPEG "
+        "decodes there; on = refuse to start without it (pip install 'jepa-embed[gpu]').",
+    )
     batch_probe: bool = Field(
         True,
         description="On a CPU, time batches of 1, 2, 4, ... at start-up and cap batches where a bigger one gets "
@@ -158,6 +170,15 @@ class Settings(BaseSettings):
     video_max_frames: int = Field(3600, ge=1, description="Most frames in one video (counted by demuxing; 413).")
     video_max_duration_s: float = Field(120.0, gt=0, description="Longest video, in seconds (413 beyond).")
     video_timeout_s: float = Field(20.0, gt=0, description="Longest decode of one video before a 400.")
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval for the server process (sys.setswitchinterval; Python's "
+        "default is 5). A decode thread that comes back from C code (libjpeg, a resize) waits up to this long "
+        "for the GIL while the event loop or the inference thread runs Python, once per C call: at 5 ms that "
+        "wait rivals a 3 MP decode (python -m bench.gil_bench, docs/BENCHMARKS.md).",
+    )
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at reduced DCT scale (Pillow draft), keeping at least jpeg_draft_margin "

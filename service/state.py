@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from service.decode_procs import DecodeProcesses
 from service.decode_slots import DecodeSlots
@@ -20,6 +21,9 @@ from service.metrics import Metrics
 from service.optimize import Optimizer
 from service.runtime import Runtime
 from service.settings import Settings
+
+if TYPE_CHECKING:  # torch is imported only on a GPU host
+    from service.gpu_decode import GpuDecoder
 
 
 @dataclass
@@ -31,6 +35,7 @@ class AppState:
     decode_slots: DecodeSlots  # one image per decode thread/process: a decode is timed from its start
     decode_processes: DecodeProcesses | None = None
     runtime: Runtime | None = None  # set once, by the lifespan, when the model is loaded and warmed
+    gpu_decoder: GpuDecoder | None = None  # --gpu-decode: nvJPEG, set by the lifespan once the backend runs on CUDA
     draining: bool = False
     inflight: int = 0
     serving_path: str = ""  # what was loaded: model_path, or its cache entry after optimisation
@@ -104,3 +109,5 @@ class AppState:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         if self.decode_processes is not None:
             self.decode_processes.shutdown()
+        if self.gpu_decoder is not None:
+            self.gpu_decoder.shutdown()

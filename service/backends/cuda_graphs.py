@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,11 +60,11 @@ class GraphSet:
                 return size
         raise ValueError(f"batch of {n} is larger than the largest captured size {self.sizes[-1]}")
 
-    def run(self, batch: np.ndarray) -> Embeddings[Tensor]:
-        """Replay the bucket's graph on ``batch`` (uint8 ``[B, S, S, 3]``); returns views of its
-        static outputs, valid until the next :meth:`run`."""
+    def run(self, batch: Tensor) -> Embeddings[Tensor]:
+        """Replay the bucket's graph on ``batch`` (uint8 ``[B, S, S, 3]``, pinned host memory or on
+        the GPU); returns views of its static outputs, valid until the next :meth:`run`."""
         n = len(batch)
         graph, static, outputs = self._graphs[self.bucket(n)]
-        static[:n].copy_(torch.from_numpy(batch))
+        static[:n].copy_(batch, non_blocking=True)
         graph.replay()
         return outputs.map(lambda t: t[:n])

@@ -93,3 +93,24 @@ def test_source_goals_and_report_lines() -> None:
     assert isa_line({}) == "ISA: not recorded." and "**avx2**" in isa_line(
         {"isa": {"kind": "avx2", "flags": ["avx2"], "native_bf16": False, "vnni": False}}
     )
+
+
+def test_gil_bench_measures_both_paths_at_each_switch_interval(tmp_path: Path) -> None:
+    """A short run on small JPEGs: one row per (path, interval), every round timed, the interval restored."""
+    import sys
+
+    from bench import gil_bench
+
+    before = sys.getswitchinterval()
+    out = tmp_path / "gil.json"
+    gil_bench.main(["--megapixels", "0.3", "--rounds", "2", "--seconds", "0.2", "--switch-ms", "5,0.5",
+                    "--json", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert sys.getswitchinterval() == before
+    assert [(r["path"], r["switch_ms"]) for r in rows] == [
+        ("pillow", 5.0), ("service", 5.0), ("pillow", 0.5), ("service", 0.5)
+    ]  # fmt: skip
+    for row in rows:
+        assert len(row["rounds"]) == 2 and row["share_median"] > 0
+        for r in row["rounds"]:
+            assert r["solo"]["images"] >= 3 and r["busy"]["images"] >= 3 and r["busy"]["cpu_ms"] > 0

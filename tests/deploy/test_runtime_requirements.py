@@ -74,12 +74,13 @@ def _with_dependencies(names: set[str]) -> set[str]:
 
 def test_every_import_of_the_served_packages_is_installed_in_the_image() -> None:
     """The image installs the wheel with --no-deps: a module that jepa/ or service/ imports but no
-    listed requirement provides would be missing there (torch may only be imported lazily)."""
+    listed requirement provides would be missing there (torch, and torchvision for GPU decode, may
+    only be imported lazily)."""
     provided = _with_dependencies({r.name for r in _requirements_file()} | {"onnxruntime"})
     distributions = metadata.packages_distributions()
     missing = {}
     for module, files in _third_party_imports(("jepa", "service")).items():
         dists = {canonicalize_name(d) for d in distributions.get(module, [module])}
-        if not dists & (provided | {"torch"}):
+        if not dists & (provided | {"torch", "torchvision"}):  # torchvision: --gpu-decode, torch on CUDA only
             missing[module] = sorted(files)
     assert missing == {}, f"imported but not in deploy/requirements-runtime.txt (nor pyproject.toml): {missing}"
