@@ -92,6 +92,13 @@ def has_verified_graphs(model: Path) -> bool:
     return record is not None and int8 in record.graphs and all((model / g).is_file() for g in (fp32, int8))
 
 
+def _format(source: Path) -> str | None:
+    try:
+        return detect_format(source)
+    except CheckpointError:  # reported, naming the problem, when the source is loaded
+        return None
+
+
 def skip_reason(settings: Settings, model: Path, cuda: bool, isa: CpuIsa | None = None) -> str | None:
     """Why nothing is built for this start, or None when the build (or a cache hit) applies."""
     isa = isa or cpu_isa()
@@ -110,7 +117,7 @@ def skip_reason(settings: Settings, model: Path, cuda: bool, isa: CpuIsa | None 
         return "backend, dtype or ONNX file asked for explicitly: serving the source as given"
     if model.is_dir() and has_verified_graphs(model):
         return "the model directory already holds verified graphs (its export.json records the int8 graph)"
-    if native.is_model_dir(model) and not (model / WEIGHTS_FILE).is_file():
+    if model.is_dir() and _format(model) == "native" and not (model / WEIGHTS_FILE).is_file():
         return "the model directory has graphs but no weights to build from: serving it as given"
     if missing := [m for m in BUILD_NEEDS if not _importable(m)]:
         return f"cannot build here: {', '.join(missing)} not installed (pip install 'jepa-embed[export]')"
