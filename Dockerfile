@@ -83,7 +83,8 @@ RUN if ! command -v python3 >/dev/null; then \
     && pip uninstall -y pip setuptools \
     && rm -rf /tmp/wheels /tmp/requirements-runtime.txt \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jepa \
-    && mkdir -p /data/hf && chown 10001:10001 /data/hf
+    && mkdir -p /data/hf && chown 10001:10001 /data/hf \
+    && install -d -o 10001 -g 10001 /var/cache/jepa-embed
 COPY --from=export /models/${DEFAULT_MODEL} /models/${DEFAULT_MODEL}
 COPY deploy/healthcheck.py /opt/jepa/healthcheck.py
 # HF_HOME: where models named at run time (JEPA_MODEL=org/name) are downloaded; owned by the
@@ -92,9 +93,11 @@ ENV JEPA_MODEL=/models/${DEFAULT_MODEL} \
     HF_HOME=/data/hf \
     JEPA_BACKEND=onnxruntime \
     JEPA_HOST=0.0.0.0 \
-    JEPA_PORT=8000
+    JEPA_PORT=8000 \
+    JEPA_CACHE_DIR=/var/cache/jepa-embed
 WORKDIR /opt/jepa
 USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["python", "/opt/jepa/healthcheck.py"]
+# /ready is 503 while a start-up build runs (minutes for big models): failures in the start period do not count.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=900s --retries=3 CMD ["python", "/opt/jepa/healthcheck.py"]
 ENTRYPOINT ["jepa-serve"]

@@ -1,7 +1,8 @@
 """The model-only ceiling: forward passes on already-preprocessed tensors, no HTTP, no decode.
 
 For each backend/dtype (torch fp32/bf16/fp16, ONNX Runtime on the graphs an export left in the
-model directory) and each batch size, images/s over repeated forwards; the best batch size is the
+model directory) and each batch size, images/s (clips/s for a V-JEPA 2 model, whose inputs are
+``frames_per_clip``-frame clips) over repeated forwards; the best batch size is the
 ceiling the service is measured against. Batch-1 latency is the floor for a lone request.
 
 ONNX Runtime on a CPU is measured twice: one caller with every thread, and (with 2+ CPUs) two
@@ -124,7 +125,7 @@ def concurrent_rate(
 
 def measure(
     run: Callable[[np.ndarray], object],
-    size: int,
+    shape: tuple[int, ...],
     batch_sizes: Sequence[int],
     min_time_s: float,
     sync: Callable,
@@ -133,7 +134,7 @@ def measure(
     rng = np.random.default_rng(0)
     rates, batch1_ms = {}, float("nan")
     for bs in batch_sizes:
-        x = rng.standard_normal((bs, 3, size, size), dtype=np.float32)
+        x = rng.standard_normal((bs, *shape), dtype=np.float32)  # images [B, 3, S, S] or clips [B, T, 3, S, S]
         if workers == 1:
             sec = time_forward(lambda x=x: run(x), min_time_s, sync=sync)
             rates[bs] = bs / sec
@@ -155,7 +156,7 @@ def ceilings(
     """Measure every variant that can run here; ONNX variants need their graph in ``model_dir``."""
     from jepa.formats.native import read_config
 
-    size = read_config(model_dir).image_size
+    shape = read_config(model_dir).input_shape
     sync = _cuda_sync if device == "cuda" else (lambda: None)
     out = []
     cpus = usable_cpus()
@@ -167,12 +168,12 @@ def ceilings(
             layouts = [1, 2] if device == "cpu" and cpus >= 2 else [1]
             for workers in layouts:
                 run = onnx_runner(graph, device, threads=0 if workers == 1 else cpus // workers)
-                rates, b1 = measure(run, size, batch_sizes, min_time_s, sync, workers)
+                rates, b1 = measure(run, shape, batch_sizes, min_time_s, sync, workers)
                 out.append(Ceiling(backend, dtype, device, rates, b1, workers))
                 del run
         else:
             run = torch_runner(model_dir, dtype, device)
-            rates, b1 = measure(run, size, batch_sizes, min_time_s, sync)
+            rates, b1 = measure(run, shape, batch_sizes, min_time_s, sync)
             out.append(Ceiling(backend, dtype, device, rates, b1))
             del run
     return out

@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if unknown := set(variants) - set(VARIANTS):
         raise SystemExit(f"unknown --variants {sorted(unknown)}; choose from {sorted(VARIANTS)}")
-    results: dict = {"args": vars(args), "errors": {}}
+    from service.cpu_features import cpu_isa
+
+    results: dict = {"args": vars(args), "errors": {}, "isa": cpu_isa().as_dict()}
 
     def part(name: str, fn):
         t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bench.report_md import isa_line
+
 
 def _ceiling_rows(results: dict) -> list[str]:
     flops = results.get("model", {}).get("flops_per_image_g", 0.0) * 1e9
@@ -140,6 +142,7 @@ def markdown(results: dict) -> str:
         "",
         f"Device: {env.get('gpu', env.get('device', '?'))}; torch {env.get('torch', '?')}; "
         f"CUDA {env.get('cuda', 'n/a')}; Python {env.get('python', '?')}.",
+        isa_line({"isa": results.get("isa")}),
         f"Measured matmul rate: {mm.get('tflops', float('nan')):.3g} TFLOP/s "
         f"({mm.get('dtype', '?')}, {mm.get('n', '?')}^3).",
         f"Model: ViT-{model.get('size', '?')}/{model.get('patch', '?')} at {model.get('image_size', '?')} px, "

@@ -2,7 +2,8 @@
 
 ``vit-small-16-224`` is the issue's reference (ViT-S/16 at 224, random weights, fixed seed),
 exported with ``python -m export --int8`` so the service can pick ONNX Runtime as it would in
-production; ``<name>-hf`` is the same weights as a Hugging Face directory for the naive server.
+production; ``<name>-hf`` is the same weights as a Hugging Face directory for the naive server,
+and ``<name>.pth.tar`` as an official I-JEPA training checkpoint.
 """
 
 from __future__ import annotations
@@ -43,4 +44,18 @@ def hf_copy(model_dir: Path) -> Path:
     out = model_dir.parent / f"{model_dir.name}-hf"
     if not (out / "config.json").is_file():
         write_hf_dir(jepa.load_encoder(model_dir), out)
+    return out
+
+
+def meta_copy(model_dir: Path) -> Path:
+    """The same weights as an official ``.pth.tar`` (``module.``-prefixed ``encoder`` and
+    ``target_encoder``, the layout of facebookresearch/ijepa's checkpoints)."""
+    import torch
+
+    import jepa
+
+    out = model_dir.parent / f"{model_dir.name}.pth.tar"
+    if not out.is_file():
+        state = {f"module.{k}": v for k, v in jepa.load_encoder(model_dir).state_dict().items()}
+        torch.save({"encoder": state, "target_encoder": state, "epoch": 0}, out)
     return out

@@ -20,13 +20,17 @@ __all__ = ["goals", "machine", "markdown", "metric_lines", "min_cosine", "plot",
 
 
 def machine() -> dict:
+    """The host every benchmark header names, including the CPU's ISA (AVX2 / AVX-512 / AMX): the
+    same backend and dtype cost very differently across them (service/cpu_features.py)."""
     import onnxruntime
     import torch
 
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    from service.cpu_features import cpu_isa
+
+    isa = cpu_isa()
     return {
-        "cpu": cpu,
+        "cpu": isa.model,
+        "isa": isa.as_dict(),
         "cpus": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
@@ -187,6 +191,10 @@ def goals(res: dict) -> list[dict]:
     goal("min cosine vs fp32 embed()", ">= 0.999", cos, None if cos is None else cos >= 0.999)
     errors = sum(r["errors"] for part in (svc, naive) for r in part.get("sweep", []))
     goal("non-503 errors in all runs", "0", errors, errors == 0)
+    if "source" in res:
+        from bench.source_bench import goals as source_goals
+
+        out += source_goals(res["source"])
     return out
 
 

@@ -136,6 +136,17 @@ def stage_lines(metric_lines: list[str]) -> list[str]:
     return ["From the service's /metrics over its whole run: " + "; ".join(parts) + "."]
 
 
+def isa_line(machine: dict) -> str:
+    """The CPU's ISA for a report header (older results.json files have none)."""
+    isa = machine.get("isa")
+    if not isa:
+        return "ISA: not recorded."
+    bf16 = "yes" if isa["native_bf16"] else "no (emulated)"
+    vnni = "yes" if isa["vnni"] else "no"
+    flags = " ".join(isa["flags"]) or "no AVX2"
+    return f"ISA: **{isa['kind']}** ({flags}); bf16 in hardware: {bf16}, int8 VNNI: {vnni}."
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     svc = res.get("service", {})
@@ -145,6 +156,7 @@ def markdown(res: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['affinity']} CPUs usable; Python {m['python']}, torch {m['torch']}, "
         f"onnxruntime {m['onnxruntime']}. Model: `{res['model']}`.",
+        isa_line(m),
         f"Config: {res['config']}",
         "",
     ]
@@ -159,6 +171,10 @@ def markdown(res: dict) -> str:
     lines += [*stage_lines(svc.get("metrics", [])), ""]
     if "goals" in res:
         lines += ["## Goals", "", *goal_table(res["goals"]), ""]
+    if "source" in res:
+        from bench.source_bench import markdown as source_markdown
+
+        lines += source_markdown(res["source"])
     if "ceiling" in res:
         lines += ["## Model-only ceiling", "", *ceiling_table(res["ceiling"]), ""]
     lines += ["## Load (closed-loop clients, multipart JPEG uploads)", "", *load_table(_runs(res)), ""]

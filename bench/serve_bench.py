@@ -11,6 +11,7 @@ Results: ``OUT/results.json``, ``OUT/results.md``, ``OUT/throughput.png``.
     python -m bench.serve_bench                 # all parts, ViT-S/16 at 224 (~8 min on 2 cores)
     python -m bench.serve_bench --quick         # c=1 and 16, shorter runs (~2 min)
     python -m bench.serve_bench --model models/ijepa-vit-tiny-cifar10 --parts service,naive
+    python -m bench.serve_bench --parts source --source meta --size base   # see bench/source_bench.py
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench import report
+from bench import report, source_bench
 from bench.images import jpegs_at, small_jpegs
 from bench.loadgen import RequestSpec, run_load
 from bench.server_proc import ServerProcess, rss_kib
 
-PARTS = ("ceiling", "decode", "service", "nobatch", "naive", "paired")
+PARTS = ("ceiling", "decode", "service", "nobatch", "naive", "paired", "source")
 PATCH_CASES = {
     "global (JSON)": ({}, {}),
     "global+patch (base64 JSON)": ({"outputs": "global,patch", "encoding": "base64"}, {}),
@@ -55,6 +56,8 @@ class BenchConfig:
     client_procs: int
     profile: bool
     quick: bool
+    source: str = "hf"
+    size: str = "small"
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
@@ -68,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--client-procs", type=int, default=1, help="load-generator processes")
     p.add_argument("--profile", action="store_true", help="py-spy the service during its c=16 run")
     p.add_argument("--quick", action="store_true", help="concurrency 1,16, shorter runs, fewer variants")
+    p.add_argument("--source", choices=("hf", "meta"), default="hf", help="the source part serves this copy")
+    p.add_argument("--size", default="small", help="reference model size when --model is not given (default small)")
     a = p.parse_args(argv)
     parts = tuple(x for x in a.parts.split(",") if x)
     unknown = set(parts) - set(PARTS)
@@ -88,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         client_procs=a.client_procs,
         profile=a.profile,
         quick=a.quick,
+        source=a.source,
+        size=a.size,
     )
 
 
@@ -233,7 +240,7 @@ def run(cfg: BenchConfig) -> dict:
     from bench.models import reference_model
 
     cfg.out.mkdir(parents=True, exist_ok=True)
-    model = cfg.model or reference_model()
+    model = cfg.model or reference_model(size=cfg.size)
     small, large = small_jpegs(12), jpegs_at(12.0, 3)
     res: dict = {"config": {k: str(v) for k, v in vars(cfg).items()}, "model": str(model), "machine": report.machine()}
     res["image_kib"] = {
@@ -247,6 +254,9 @@ def run(cfg: BenchConfig) -> dict:
         "nobatch": lambda: bench_nobatch(model, cfg, small),
         "naive": lambda: bench_naive(model, cfg, small, large),
         "paired": lambda: bench_paired(model, cfg, small, large),
+        "source": lambda: source_bench.bench_source(
+            model, cfg.source, cfg.out, small, c16(cfg), 2 if cfg.quick else 3, cfg.duration_s
+        ),
     }
     for name in cfg.parts:
         t0 = time.perf_counter()

@@ -6,13 +6,17 @@ curl); reads the port from JEPA_PORT like the service does, and always asks over
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import urllib.error
 import urllib.request
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="healthcheck", description="Exit 0 when the service on 127.0.0.1:$JEPA_PORT answers /ready with 200."
+    ).parse_args(argv)
     port = os.environ.get("JEPA_PORT", "8000")
     url = f"http://127.0.0.1:{port}/ready"
     try:

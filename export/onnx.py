@@ -6,7 +6,9 @@ shape ops; the legacy TorchScript exporter also works but recomputes the attenti
 layer (``Shape``/``Cast``/``Sqrt``). The dynamo exporter emits opset 18 natively and its down-
 conversion to 17 fails on ``ReduceMean``'s axes input, so 18 is our default (ONNX Runtime and
 TensorRT >= 8.6 read it). The spatial size is fixed to the model's ``image_size``, so the position
-table is a constant in the graph; only the batch axis is dynamic.
+table is a constant in the graph; only the batch axis is dynamic. A V-JEPA 2 graph takes clips
+``[batch, frames_per_clip, 3, S, S]`` (its RoPE tables become constants the same way); the service
+feeds images to it as still clips.
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ def build_head(encoder: Encoder, *, dtype: Dtype = "float32", uint8_input: bool 
 
 
 def example_input(encoder: Encoder, batch: int = 2, *, uint8_input: bool = False) -> Tensor:
-    s = encoder.config.image_size
+    """Images ``[B, 3, S, S]``, or for a video model clips ``[B, T, 3, S, S]`` of ``frames_per_clip``."""
+    config = encoder.config
     if uint8_input:
-        return torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8)
-    return torch.randn(batch, 3, s, s)
+        return torch.randint(0, 256, (batch, *config.pixel_shape), dtype=torch.uint8)
+    return torch.randn(batch, *config.input_shape)
 
 
 def export_onnx(

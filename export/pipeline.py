@@ -6,6 +6,7 @@ every graph passed its check, so a failed export never leaves a graph that looks
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -128,7 +129,7 @@ def report_header(encoder: Encoder, opts: ExportOptions, photos: Photos) -> dict
         "model": config.name,
         "source": str(opts.source),
         "image_size": config.image_size,
-        "num_patches": config.architecture.num_patches,
+        "num_patches": math.prod(config.token_grid),  # a video model: T' x H' x W' tokens per clip
         "embed_dim": config.embed_dim,
         "exporter": EXPORTER,
         "opset": opts.opset,

@@ -18,6 +18,7 @@ from jepa.config import ModelConfig
 from jepa.contract import GRAPH_OUTPUT_NAMES, INPUT_NAME, OUTPUTS, UINT8_INPUT_NAME
 from jepa.heads import embed_tensors
 from jepa.preprocess import normalize, prepare_image
+from jepa.video_preprocess import normalize_clips
 from jepa.vit import Encoder
 
 BATCH_SIZES = (1, 7)
@@ -117,17 +118,17 @@ def check_graph_against_torch(
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     config = encoder.config
     rng = np.random.default_rng(seed)
-    s = config.image_size
+    frames = config.temporal.frames_per_clip if config.temporal is not None else None
     records = []
     for kind in ("random", "photos"):
         for batch in BATCH_SIZES:
             if kind == "photos":
-                pixels = photos.pixels[:batch]
+                pixels = photos.pixels[:batch] if frames is None else panning_clips(photos.pixels[:batch], frames)
             else:
-                pixels = rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
-            normalised = normalize(pixels, config.preprocess)
+                pixels = rng.integers(0, 256, (batch, *config.pixel_shape), dtype=np.uint8)
+            normalised = (normalize if frames is None else normalize_clips)(pixels, config.preprocess)
             if kind == "random" and not uint8_input:
-                normalised = rng.standard_normal((batch, 3, s, s)).astype(np.float32)
+                normalised = rng.standard_normal(normalised.shape).astype(np.float32)
             feed = {UINT8_INPUT_NAME: pixels} if uint8_input else {INPUT_NAME: normalised}
             outputs = session.run(list(GRAPH_OUTPUT_NAMES), feed)
             references = torch_reference(encoder, normalised)
@@ -139,6 +140,12 @@ def check_graph_against_torch(
                 record[name] = compare(ref, got)
             records.append(record)
     return records
+
+
+def panning_clips(pixels: np.ndarray, frames: int, step: int = 3) -> np.ndarray:
+    """Photos ``uint8 [B, S, S, 3]`` -> clips ``[B, T, S, S, 3]`` panning ``step`` pixels a frame:
+    real image content with motion, for video models (frame t is the photo rolled by ``t * step``)."""
+    return np.stack([np.roll(pixels, t * step, axis=2) for t in range(frames)], axis=1)
 
 
 def summarise(records: list[dict]) -> dict[str, float]:

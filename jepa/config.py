@@ -24,6 +24,18 @@ SIZES: dict[str, dict[str, int]] = {
     "giant": {"embed_dim": 1408, "depth": 40, "num_heads": 16, "mlp_dim": 6144},
 }
 
+# V-JEPA 2's releases (facebookresearch/vjepa2 ``src/hub/backbones.py``): ViT-L/16, ViT-H/16 and
+# ViT-g/16, the last as ``vit_giant_xformers`` with 22 heads of 64 (I-JEPA's giant has 16 of 88).
+VJEPA2_SIZES: dict[str, dict[str, int]] = {
+    "tiny": SIZES["tiny"],
+    "small": SIZES["small"],
+    "base": SIZES["base"],
+    "large": SIZES["large"],
+    "huge": SIZES["huge"],
+    "giant": {**SIZES["giant"], "num_heads": 22},
+}
+VJEPA2_HEADS_BY_WIDTH: dict[int, int] = {spec["embed_dim"]: spec["num_heads"] for spec in VJEPA2_SIZES.values()}
+
 # The official checkpoints store no head count; it follows from the width.
 HEADS_BY_WIDTH: dict[int, int] = {spec["embed_dim"]: spec["num_heads"] for spec in SIZES.values()}
 
@@ -84,6 +96,33 @@ class Preprocess(_Frozen):
     std: tuple[float, float, float] = IMAGENET_STD
 
 
+class Temporal(_Frozen):
+    """The time axis of a video model (V-JEPA 2): how clips are cut into tokens and sampled.
+
+    ``tubelet_size`` frames form one token in time; ``frames_per_clip`` and ``frame_step`` say
+    which frames of a video make the clip the service embeds (``frames_per_clip`` frames,
+    ``frame_step`` apart, centred in the video); ``trained_frames`` is the clip length the model
+    was pretrained with (64 for Meta's releases; informational, RoPE has no table to fit).
+    ``image_frames`` is how many copies of a still image form the clip it is fed as.
+    """
+
+    tubelet_size: int = Field(default=2, gt=0)
+    trained_frames: int = Field(default=64, gt=0)
+    frames_per_clip: int = Field(default=16, gt=0)
+    frame_step: int = Field(default=4, gt=0)
+    image_frames: int = Field(default=16, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Temporal:
+        for name in ("frames_per_clip", "image_frames"):
+            if getattr(self, name) % self.tubelet_size:
+                raise ValueError(f"{name} {getattr(self, name)} is not a multiple of tubelet_size {self.tubelet_size}")
+        return self
+
+
+Family = Literal["ijepa", "vjepa2"]
+
+
 class Provenance(_Frozen):
     """Where the weights came from; ``weights_sha256`` is filled in when a model directory is saved."""
 
@@ -98,12 +137,17 @@ class ModelConfig(_Frozen):
     format: Literal["jepa-encoder"] = "jepa-encoder"
     format_version: Literal[1] = 1
     name: str = "jepa-encoder"
+    family: Family = "ijepa"
     architecture: Architecture
+    temporal: Temporal | None = None
     preprocess: Preprocess = Preprocess()
     provenance: Provenance = Provenance()
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
+        if (self.family == "vjepa2") != (self.temporal is not None):
+            need = "needs" if self.family == "vjepa2" else "takes no"
+            raise ValueError(f"family {self.family!r} {need} temporal geometry")
         resize_size = self.preprocess.resize_size
         if self.preprocess.resize == "shorter_crop" and resize_size is not None and resize_size < self.image_size:
             raise ValueError(f"preprocess.resize_size {resize_size} is smaller than image_size {self.image_size}")
@@ -125,18 +169,51 @@ class ModelConfig(_Frozen):
     def grid(self) -> tuple[int, int]:
         return self.architecture.grid
 
+    @property
+    def is_video(self) -> bool:
+        return self.temporal is not None
 
-def architecture_for(size: str, *, patch_size: int, image_size: int, **overrides: int) -> Architecture:
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """One input's prepared pixels, uint8: ``[S, S, 3]``, or a video model's clip ``[T, S, S, 3]``."""
+        s = self.image_size
+        return (s, s, 3) if self.temporal is None else (self.temporal.frames_per_clip, s, s, 3)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One input as the model (and its exported graph) takes it: ``[3, S, S]`` or ``[T, 3, S, S]``."""
+        s = self.image_size
+        return (3, s, s) if self.temporal is None else (self.temporal.frames_per_clip, 3, s, s)
+
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        """The output tokens' grid: ``(H', W')``, or ``(T', H', W')`` for a clip of ``frames_per_clip``."""
+        if self.temporal is None:
+            return self.grid
+        return (self.temporal.frames_per_clip // self.temporal.tubelet_size, *self.grid)
+
+
+def architecture_for(
+    size: str, *, patch_size: int, image_size: int, family: Family = "ijepa", **overrides: int
+) -> Architecture:
     """The architecture of a named size; ``overrides`` change single numbers (e.g. ``depth``)."""
-    if size not in SIZES:
-        raise ConfigError(f"unknown size {size!r}; valid sizes: {', '.join(SIZES)}")
-    spec = {**SIZES[size], **overrides}
+    sizes = VJEPA2_SIZES if family == "vjepa2" else SIZES
+    if size not in sizes:
+        raise ConfigError(f"unknown size {size!r}; valid sizes: {', '.join(sizes)}")
+    spec = {**sizes[size], **overrides}
     return Architecture(patch_size=patch_size, image_size=image_size, **spec)
 
 
-def heads_for_width(width: int) -> int:
-    """Head count of an official checkpoint, which stores none; raises for widths not in SIZES."""
-    if width not in HEADS_BY_WIDTH:
-        known = ", ".join(f"{w}->{h}" for w, h in HEADS_BY_WIDTH.items())
+def heads_for_width(width: int, family: Family = "ijepa") -> int:
+    """Head count of an official checkpoint, which stores none; raises for widths not in the family's sizes."""
+    table = VJEPA2_HEADS_BY_WIDTH if family == "vjepa2" else HEADS_BY_WIDTH
+    if width not in table:
+        known = ", ".join(f"{w}->{h}" for w, h in table.items())
         raise ConfigError(f"cannot infer num_heads for width {width} (known: {known}); pass num_heads explicitly")
-    return HEADS_BY_WIDTH[width]
+    return table[width]
+
+
+def vjepa2_preprocess(crop: int) -> Preprocess:
+    """V-JEPA 2's evaluation transform: shorter side to ``int(crop * 256 / 224)`` (bilinear), centre
+    crop ``crop``, ImageNet mean/std (``evals/*/eval.py`` and transformers' ``VJEPA2VideoProcessor``)."""
+    return Preprocess(resize="shorter_crop", resize_size=int(crop * 256 / 224), interpolation="bilinear")

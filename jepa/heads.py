@@ -37,7 +37,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).reshape(1, 3, 1, 1))
 
     def forward(self, pixels: Tensor) -> Tensor:
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        # [B, S, S, 3] -> [B, 3, S, S]; a video model's clips [B, T, S, S, 3] -> [B, T, 3, S, S]
+        x = pixels.movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format)
         x = x * (1.0 / 255.0)
         x = x - self.mean
         return x / self.std

@@ -8,6 +8,7 @@ Only numpy and Pillow are needed, so the torch-free ONNX Runtime service can use
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,12 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(grey, mode="L").convert("RGB")
 
 
+# Up to this aspect ratio (and whenever the resize shrinks) the whole image is resized, then
+# cropped: the pixels Hugging Face's processors produce, bit for bit. Past it, see _bounded_resize.
+MAX_ASPECT_WHOLE = 4
+REDUCING_GAP = 3.0  # Pillow's reducing_gap for those elongated images (exact resize within 3x)
+
+
 def resize_and_crop(image: Image.Image, config: Preprocess, image_size: int) -> Image.Image:
     """Resize as ``config`` says and return an ``image_size`` x ``image_size`` image.
 
@@ -65,25 +72,67 @@ def resize_and_crop(image: Image.Image, config: Preprocess, image_size: int) -> 
     """
     resample = RESAMPLING[config.interpolation]
     if config.resize == "squash":
-        return image.resize((image_size, image_size), resample=resample) if image.size != (image_size,) * 2 else image
+        if image.size == (image_size, image_size):
+            return image
+        return _bounded_resize(image, (image_size, image_size), resample)
     short = config.resize_size or image_size
     if short < image_size:
         raise ValueError(f"resize_size {short} is smaller than the crop {image_size}")
     w, h = image.size
     new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    crop = (left, top, left + image_size, top + image_size)
+    if new_w * new_h > max(w * h, MAX_ASPECT_WHOLE * short * short):
+        # Resize only what the crop keeps: the crop mapped back to source coordinates is a
+        # ``box`` for Pillow (the same sampling grid and filter support). Resizing a 1 x 100,000
+        # PNG whole to a 32 px shorter side would first make a 32 x 3,200,000 image (300 MB).
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy)
+        return _bounded_resize(image, (image_size, image_size), resample, box)
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), resample=resample)
-    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
-    if (new_w, new_h) != (image_size, image_size):
-        image = image.crop((left, top, left + image_size, top + image_size))
-    return image
+    return image.crop(crop) if (new_w, new_h) != (image_size, image_size) else image
+
+
+def _bounded_resize(
+    image: Image.Image,
+    size: tuple[int, int],
+    resample: Image.Resampling,
+    box: tuple[float, float, float, float] | None = None,
+) -> Image.Image:
+    """``image.resize`` whose work stays O(source + target pixels) whatever the aspect ratio.
+
+    Pillow resizes in two passes, horizontal first, so it holds ``size[0]`` x (source rows) pixels
+    in between: 32 x 100,000 for a 1 x 100,000 image squashed to 32 x 32. When that exceeds the
+    source and the target, the image is first reduced by whole factors (Pillow's
+    ``reducing_gap``, a box filter down to ``REDUCING_GAP`` x the target). Normal images never take
+    this path, so their pixels stay exactly those of a plain resize. (The box-path resize's
+    fixed-point weights can also round a level apart from the whole-image resize: another reason
+    to keep it to elongated images.)
+    """
+    rows = image.height if box is None else math.ceil(box[3]) - math.floor(box[1])
+    between = size[0] * rows
+    gap = None if between <= max(image.width * image.height, MAX_ASPECT_WHOLE * size[0] * size[1]) else REDUCING_GAP
+    return image.resize(size, resample=resample, box=box, reducing_gap=gap)
 
 
 def prepare_image(image: Image.Image, config: Preprocess, image_size: int) -> np.ndarray:
     """One PIL image -> ``uint8 [S, S, 3]``: EXIF orientation, RGB, resize, crop."""
-    image = ImageOps.exif_transpose(image)
-    image = resize_and_crop(to_rgb(image), config, image_size)
+    image = resize_and_crop(to_rgb(upright(image)), config, image_size)
     return np.asarray(image, dtype=np.uint8)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as its EXIF orientation tag says to display it.
+
+    Pillow decodes the pixels of a file whose EXIF block is damaged, but parsing that block can
+    raise (``SyntaxError``, ``struct.error``, ``ValueError``...). The pixels are still good: with
+    the orientation unreadable they are taken as stored, rather than refusing an image Pillow loads.
+    """
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # damaged EXIF only: decoding errors happened in image.load(), before this
+        return image
 
 
 def normalize(batch: np.ndarray, config: Preprocess) -> np.ndarray:

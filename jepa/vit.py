@@ -24,7 +24,30 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-class Encoder(nn.Module):
+class ImageEmbedding(nn.Module):
+    """What every encoder offers on PIL images: its preprocessing and its heads' outputs."""
+
+    config: ModelConfig
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
+        """PIL images -> the normalised ``[B, 3, S, S]`` float tensor this model expects."""
+        from jepa.preprocess import preprocess_batch
+
+        return preprocess_batch(images, self.config.preprocess, self.config.image_size)
+
+    @torch.inference_mode()
+    def embed(
+        self, images: Sequence[Image.Image], outputs: Sequence[Output] = ("global", "patch")
+    ) -> dict[str, np.ndarray]:
+        """PIL images -> ``{"global": [B, D], "patch": [B, N, D]}`` float32 numpy arrays (the
+        ``outputs`` asked for; ``"multilayer"`` gives ``[B, 4 D]``, see :mod:`jepa.heads`)."""
+        param = next(self.parameters())
+        pixel_values = self.preprocess(images).to(device=param.device, dtype=param.dtype)
+        result = embed_tensors(self, pixel_values, frozenset(outputs))
+        return {name: result.get(name).cpu().numpy() for name in outputs}  # type: ignore[union-attr]
+
+
+class Encoder(ImageEmbedding):
     """ViT encoder: embed patches, add positions, keep context indices, blocks, final norm."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -67,23 +90,6 @@ class Encoder(nn.Module):
             if i >= len(self.blocks) - n:
                 outputs.append(self.norm(x))
         return outputs
-
-    def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
-        """PIL images -> the normalised ``[B, 3, S, S]`` float tensor this model expects."""
-        from jepa.preprocess import preprocess_batch
-
-        return preprocess_batch(images, self.config.preprocess, self.config.image_size)
-
-    @torch.inference_mode()
-    def embed(
-        self, images: Sequence[Image.Image], outputs: Sequence[Output] = ("global", "patch")
-    ) -> dict[str, np.ndarray]:
-        """PIL images -> ``{"global": [B, D], "patch": [B, N, D]}`` float32 numpy arrays (the
-        ``outputs`` asked for; ``"multilayer"`` gives ``[B, 4 D]``, see :mod:`jepa.heads`)."""
-        param = next(self.parameters())
-        pixel_values = self.preprocess(images).to(device=param.device, dtype=param.dtype)
-        result = embed_tensors(self, pixel_values, frozenset(outputs))
-        return {name: result.get(name).cpu().numpy() for name in outputs}  # type: ignore[union-attr]
 
 
 class Predictor(nn.Module):
@@ -134,7 +140,7 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """The official initialisation: truncated-normal linears/convs, unit norms, and residual
     output projections scaled by ``1/sqrt(2 * layer)`` so deep stacks start near identity."""
     for m in module.modules():
-        if isinstance(m, nn.Linear | nn.Conv2d):
+        if isinstance(m, nn.Linear | nn.Conv2d | nn.Conv3d):
             nn.init.trunc_normal_(m.weight, std=std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from service import access_log
 from service.settings import Settings
 from service.state import AppState
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (env JEPA_{name.upper()}; default {field.default!r})"
+        # argparse %-formats help strings: a literal % in a description must be doubled.
+        help_text = f"{field.description} (env JEPA_{name.upper()}; default {field.default!r})".replace("%", "%%")
         if typing.get_origin(field.annotation) is typing.Literal:
             choices = [str(c) for c in typing.get_args(field.annotation)]
             parser.add_argument(flag, dest=name, choices=choices, help=help_text)
@@ -57,6 +59,10 @@ class DrainingServer(uvicorn.Server):
         self.state = state
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        state.on_start_failed = self._start_failed
+
+    def _start_failed(self) -> None:  # a background start-up (after a build) failed: exit non-zero
+        self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -91,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+        access_log.configure(settings.access_log)
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)  # process-wide: set here, once
         from service.app import create_app
 
@@ -104,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     server = DrainingServer(config, app.state.jepa)
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and app.state.jepa.start_error is None else 1
 
 
 if __name__ == "__main__":

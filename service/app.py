@@ -1,10 +1,13 @@
 """``create_app(settings)``: the FastAPI app. Routes are thin: check limits, decode in the pool,
 ``batcher.submit``, await the futures, encode. Loading and warm-up happen in the lifespan, so
-uvicorn only listens once the model answers; ``/ready`` then reports the live state."""
+uvicorn only listens once the model answers -- except while the start-up optimisation builds
+graphs (minutes): then uvicorn listens at once, ``/health`` answers, ``/ready`` is 503 with the
+build's step, and loading follows the build in the background (:func:`prepare`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -17,15 +20,18 @@ from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
 from service import auth
-from service.decode import decode_all
+from service.access_log import AccessLog
 from service.decode_procs import DecodeProcesses
+from service.decode_slots import DecodeSlots
+from service.docs import add_docs
 from service.encode import encode_results, negotiate
 from service.errors import ApiError, ClientClosed, InvalidParameters, install_handlers
 from service.gpu_plan import wants_gpu_decode
 from service.image_queue import Result
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
-from service.plan import RequestLimits
+from service.optimize import Optimizer
+from service.plan import RequestLimits, cuda_present
 from service.runtime import Runtime, start
 from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
@@ -39,30 +45,91 @@ log = logging.getLogger("service")
 INLINE_ENCODE_MAX = 16  # global-only responses with at most this many images are encoded on the loop
 
 
+async def prepare(state: AppState) -> asyncio.Task[None] | None:
+    """Optimise the source (service/optimize.py), then start the runtime. Where a build is needed
+    it runs in a background task, returned, so uvicorn can listen meanwhile; otherwise (no build,
+    or a verified cache entry) everything completes here, so a broken model still fails start-up."""
+    loop = asyncio.get_running_loop()
+    state.optimizer = Optimizer(state.settings, state.model_path, cuda_present(state.settings))
+    done = await loop.run_in_executor(None, state.optimizer.check)
+    if done is None:
+        return asyncio.create_task(build_then_start(state, state.optimizer))
+    state.optimized = done.report
+    await start_serving(state, done.model_path)
+    return None
+
+
+async def start_serving(state: AppState, model: str) -> None:
+    state.serving_path = model
+    runtime = await start(state.settings, model, state.metrics)
+    state.gpu_decoder = gpu_decoder(state, runtime)
+    if state.gpu_decoder is not None and runtime.video_options is None:
+        # nvJPEG batches whatever is in flight: every queued image may hold a slot, so a batch is
+        # never capped at the CPU pool's size; its CPU fallbacks run in the thread pool
+        s = state.settings
+        state.decode_slots = DecodeSlots(
+            state.gpu_decoder, s.max_queue, s.decode_timeout_s, s.retry_after_s, threads=state.decode_pool
+        )
+    state.runtime = runtime
+
+
+async def build_then_start(state: AppState, optimizer: Optimizer) -> None:
+    """The background start-up: build, load, warm. A failure is logged, latched (``/ready`` says
+    it) and reported to the CLI's server, which then exits non-zero."""
+    try:
+        done = await asyncio.get_running_loop().run_in_executor(None, optimizer.build)
+        state.optimized = done.report
+        await start_serving(state, done.model_path)
+    except Exception as e:  # the task's top: nothing above it would see the error
+        log.error("start-up failed: %s: %s", type(e).__name__, e)
+        state.start_error = e
+        if state.on_start_failed is not None:
+            state.on_start_failed()
+
+
+async def stop_prepare(state: AppState, task: asyncio.Task[None] | None) -> None:
+    """Shutdown during a build: end the export process and the task."""
+    if task is None or task.done():
+        return
+    if state.optimizer is not None:
+        state.optimizer.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; raises ``ValueError`` when no model is given or found."""
+    pool = ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode")
+    processes = DecodeProcesses(settings.decode_processes) if settings.decode_processes else None
+    slots = DecodeSlots(
+        processes or pool,
+        settings.decode_processes or settings.decode_pool_size(),
+        settings.decode_timeout_s,
+        settings.retry_after_s,
+        threads=pool,
+    )
     state = AppState(
-        settings,
-        settings.resolved_model(),
-        Metrics.create(settings.max_batch_size),
-        ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode"),
-        DecodeProcesses(settings.decode_processes) if settings.decode_processes else None,
+        settings, settings.resolved_model(), Metrics.create(settings.max_batch_size), pool, slots, processes
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
         try:
             if state.decode_processes is not None:
                 await state.decode_processes.start()
-            state.runtime = await start(settings, state.model_path, state.metrics)
-            state.gpu_decoder = gpu_decoder(state, state.runtime)
+            task = await prepare(state)
             yield
         finally:
+            await stop_prepare(state, task)
             await state.shutdown()
 
-    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="JEPA embedding service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jepa = state
     install_handlers(app)
+    add_docs(app)
+    app.add_middleware(AccessLog, fmt=settings.access_log)
     add_routes(app, state)
     if settings.ui:
         install_ui(app)
@@ -118,7 +185,7 @@ def add_routes(app: FastAPI, state: AppState) -> None:
         responses={code: {"model": ErrorResponse} for code in error_codes},
     )
     async def embed(request: Request) -> Response:
-        """Embed one or more images (multipart field ``image``, a raw ``image/*`` body, or JSON)."""
+        """Embed one or more images (multipart field ``image``, a raw image body, or JSON)."""
         return await handle_embed(request, state, limits)
 
 
@@ -130,12 +197,12 @@ async def handle_embed(request: Request, state: AppState, limits: RequestLimits)
             runtime = state.admit_request()
             blobs, options = await parse_embed_request(request, limits, state.decode_pool)
             count = len(blobs)
+            request.state.images = count  # for the access log line
             kind = negotiate(request.headers.get("accept"), options)
             check_outputs(options, runtime)
             t = time.perf_counter()
             with runtime.batcher.reserve(count):  # a request the queue cannot take is refused before decoding
-                decoder = state.gpu_decoder or state.decode_processes or state.decode_pool
-                pixels = await decode_all(blobs, runtime.decode_options, decoder, state.settings.decode_timeout_s)
+                pixels = await state.decode_slots.decode_all(blobs, runtime.decode_options, runtime.video_options)
                 m.stage_seconds.labels("decode").observe(time.perf_counter() - t)
                 futures = runtime.batcher.submit(pixels, frozenset(options.outputs))
             results = await wait_or_disconnect(request, futures)
@@ -160,7 +227,7 @@ async def handle_embed(request: Request, state: AppState, limits: RequestLimits)
     m.requests.labels("ok").inc()
     m.images.labels("ok").inc(count)
     m.request_seconds.observe(time.perf_counter() - started)
-    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": f"{facts.grid[0]},{facts.grid[1]}"}
+    headers = {"X-Model": facts.name, "X-Embedding-Dim": str(facts.dim), "X-Grid": ",".join(map(str, facts.grid))}
     return Response(body, media_type=media, headers=headers)
 
 
@@ -200,11 +267,14 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
     config, info = runtime.backend.config, runtime.backend.info
     return {
         "model": config.name,
-        "model_path": state.model_path,
+        "model_path": state.serving_path,
+        "model_source": state.model_path,
         "dim": config.embed_dim,
         "multilayer_dim": runtime.facts.multilayer_dim,
         "outputs": sorted(runtime.backend.outputs),
-        "grid": list(config.grid),
+        "grid": list(config.token_grid),
+        "family": config.family,
+        "temporal": config.temporal.model_dump(mode="json") if config.temporal is not None else None,
         "patch_size": config.patch_size,
         "image_size": config.image_size,
         "preprocess": config.preprocess.model_dump(mode="json"),
@@ -234,7 +304,12 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
             "gil_switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),  # the process's, as set by main
             "jpeg_draft": s.jpeg_draft,
             "jpeg_draft_margin": s.jpeg_draft_margin,
+            "video_max_pixels": s.video_max_pixels,
+            "video_max_frames": s.video_max_frames,
+            "video_max_duration_s": s.video_max_duration_s,
+            "video_timeout_s": s.video_timeout_s,
         },
+        "optimize": state.optimized,
         "ready": state.not_ready_reason() is None,
     }
 
@@ -253,6 +328,8 @@ EMBED_OPENAPI: dict[str, object] = {
             "application/json": {"schema": EmbedRequest.model_json_schema()},
             "multipart/form-data": {"schema": {"type": "object", "properties": {"image": _FILES}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "video/*": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }

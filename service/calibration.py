@@ -34,8 +34,7 @@ async def warmup(
     backend: Backend, assemble: Assemble, pool: Executor, max_batch: int, workers: int, wide: bool
 ) -> None:
     """A full batch through every inference thread at once, then once wide when there is a wide mode."""
-    size = backend.config.image_size
-    batch = assemble(list(np.zeros((max_batch, size, size, 3), dtype=np.uint8)))
+    batch = assemble(list(np.zeros((max_batch, *backend.config.pixel_shape), dtype=np.uint8)))  # images or clips
     loop = asyncio.get_running_loop()
     await asyncio.gather(*(loop.run_in_executor(pool, backend.run, batch, GLOBAL) for _ in range(workers)))
     if wide:
@@ -79,10 +78,10 @@ def pick_batch_size(costs: dict[int, float], rose: bool, max_batch: int, toleran
 
 async def probe_batch_size(backend: Backend, assemble: Assemble, pool: Executor, max_batch: int) -> Calibration:
     """Time batches on one inference thread and pick the cap (see :func:`pick_batch_size`)."""
-    size = backend.config.image_size
+    shape = backend.config.pixel_shape  # [S, S, 3], or a video model's clip [T, S, S, 3]
 
     def batch_of(b: int) -> Callable[[], object]:
-        batch = assemble([np.zeros((size, size, 3), dtype=np.uint8)] * b)
+        batch = assemble([np.zeros(shape, dtype=np.uint8)] * b)
         return lambda: backend.run(batch, GLOBAL)
 
     costs, rose = await asyncio.get_running_loop().run_in_executor(pool, probe_sizes, batch_of, max_batch)

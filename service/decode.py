@@ -1,4 +1,4 @@
-"""Image bytes -> ``uint8 [S, S, 3]``, run in a thread pool so the event loop never decodes.
+"""Image bytes -> ``uint8 [S, S, 3]``, run off the event loop (:mod:`service.decode_slots`).
 
 The header is read first (``Image.open`` parses only that), so a decompression bomb or an image
 over ``max_pixels`` is refused before any pixel is decoded. Large JPEGs are decoded at reduced
@@ -10,14 +10,12 @@ Everything after that is :func:`jepa.preprocess.prepare_image`, the same code ``
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import io
 import logging
 import math
-from collections.abc import Awaitable, Sequence
-from concurrent.futures import Executor
+import warnings
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -30,8 +28,10 @@ log = logging.getLogger("service")
 
 # Formats Pillow may parse here. Anything else (EPS and PDF, which hand the bytes to Ghostscript;
 # ICNS, PSD, ...) is refused: a smaller attack surface for bytes from strangers. The JPEG
-# opener also returns the multi-picture JPEGs (format "MPO") many phones write.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# opener also returns the multi-picture JPEGs (format "MPO") many phones write. AVIF is Pillow's
+# own plugin (Pillow >= 11.3); HEIC/HEIF comes from pillow-heif, registered by register_plugins.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
+REASON_CHARS = 200  # of a decoder's own error message, quoted in the 400
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,22 @@ class DecodeOptions:
     jpeg_draft_margin: float = 4.0
 
 
+@functools.cache
+def register_plugins() -> None:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow, once per process (decode worker
+    processes call this too). Not at import time: importing a module must not change Pillow.
+
+    Pillow also reports recoverable damage in a stranger's file ("Corrupt EXIF data", "Truncated
+    File Read") as ``UserWarning``s printed to stderr with a source line, once per message: noise
+    in a server's log about the client's file, and the outcome is in the response anyway. Those
+    are silenced here; ``DecompressionBombWarning`` (a ``RuntimeWarning``) is not.
+    """
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def draft_target(options: DecodeOptions) -> int:
     """Shortest side a drafted JPEG must keep: ``jpeg_draft_margin`` times what the resize produces."""
     short = options.image_size if options.preprocess.resize == "squash" else options.preprocess.resize_size
@@ -50,17 +66,34 @@ def draft_target(options: DecodeOptions) -> int:
 
 
 def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
-    """Decode one image and prepare it for the model; raises :class:`ApiError` naming ``index``."""
+    """Decode one image and prepare it for the model; raises :class:`ApiError` naming ``index``.
+
+    Every failure while opening, reading or preparing the bytes is the client's: a 400
+    ``invalid_image`` (413 for a decompression bomb), never a 500. Pillow's parsers raise many
+    types on hostile input (``OSError``, ``ValueError``, ``SyntaxError``, ``struct.error``,
+    ``EOFError``, ``IndexError``, ``ZeroDivisionError``...), so anything but our own errors is
+    caught here, and logged at DEBUG without a traceback (a stranger's bad file is not our bug).
+    """
     if not data:
         raise InvalidImage(f"image {index} is empty", index=index)
+    register_plugins()
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        return _decode(data, index, options)
+    except ApiError:
+        raise
     except Image.DecompressionBombError as e:
         raise PayloadTooLarge(f"image {index} is too large to decode: {e}", index=index) from e
     except UnidentifiedImageError as e:
         supported = ", ".join(FORMATS)
         raise InvalidImage(f"image {index} is not an image in a supported format ({supported})", index=index) from e
-    with image:
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}"[:REASON_CHARS]
+        log.debug("image %d failed to decode: %s", index, reason)
+        raise InvalidImage(f"image {index} is truncated or corrupt ({reason})", index=index) from e
+
+
+def _decode(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
+    with Image.open(io.BytesIO(data), formats=FORMATS) as image:  # reads the header only
         width, height = image.size
         if width * height > options.max_pixels:
             raise PayloadTooLarge(
@@ -71,41 +104,5 @@ def decode_image(data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
             target = draft_target(options)
             if min(width, height) >= 2 * target:
                 image.draft(None, (target, target))
-        try:  # JPEGs decode in one GIL-free call when simplejpeg is installed, else as before
-            return jpeg_nogil.prepare(image, data, options.preprocess, options.image_size)
-        except ApiError:
-            raise
-        except Exception as e:  # Pillow raises many types on hostile input (OSError, SyntaxError, struct.error...)
-            log.debug("image %d failed to decode", index, exc_info=e)
-            raise InvalidImage(f"image {index} is truncated or corrupt ({type(e).__name__}: {e})", index=index) from e
-
-
-class Decoder(Protocol):
-    """Decodes off the event loop in another process (:class:`service.decode_procs.DecodeProcesses`)."""
-
-    async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray: ...
-
-
-async def decode_all(
-    blobs: Sequence[bytes], options: DecodeOptions, pool: Executor | Decoder, timeout_s: float
-) -> list[np.ndarray]:
-    """Decode every image in ``pool`` (threads, or a :class:`Decoder`); the first failing index
-    (lowest) fails the whole request."""
-    loop = asyncio.get_running_loop()
-
-    def start(i: int, blob: bytes) -> Awaitable[np.ndarray]:
-        if isinstance(pool, Executor):
-            return loop.run_in_executor(pool, decode_image, blob, i, options)
-        return pool.decode(blob, i, options)
-
-    async def one(i: int, blob: bytes) -> np.ndarray:
-        try:
-            return await asyncio.wait_for(start(i, blob), timeout_s)
-        except asyncio.TimeoutError as e:
-            raise InvalidImage(f"image {i} took longer than {timeout_s:g} s to decode", index=i) from e
-
-    results = await asyncio.gather(*(one(i, b) for i, b in enumerate(blobs)), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results  # type: ignore[return-value]
+        # JPEGs decode in one GIL-free call when simplejpeg is installed (service/jpeg_nogil.py)
+        return jpeg_nogil.prepare(image, data, options.preprocess, options.image_size)

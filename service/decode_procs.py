@@ -18,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from service.decode import DecodeOptions, decode_image
+from service.decode import DecodeOptions, decode_image, register_plugins
 from service.errors import InvalidImage
 
 log = logging.getLogger("service")
 
 
 def _ready() -> bool:
+    register_plugins()  # imports pillow-heif here too, before any image is timed
     return True
 
 
@@ -46,15 +48,25 @@ class DecodeProcesses:
 
     async def start(self) -> None:
         """Start every worker and import the decoder there, so no request pays a process start."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self.processes)))
+        await self._warm(self._pool)
 
-    async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray:
+    async def _warm(self, pool: ProcessPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
-        for _ in range(2):
+        await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.processes)))
+
+    async def decode(
+        self, data: bytes, index: int, options: DecodeOptions, on_start: Callable[[], None] = lambda: None
+    ) -> np.ndarray:
+        """``on_start`` runs as each attempt is handed to a started worker (the decode timeout's clock)."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
             pool = self._pool
             try:
-                return await loop.run_in_executor(pool, decode_image, data, index, options)
+                if attempt:  # a replaced pool: its workers start (and import) before the clock does
+                    await self._warm(pool)
+                future = loop.run_in_executor(pool, decode_image, data, index, options)
+                on_start()
+                return await future
             except BrokenProcessPool:
                 self._replace(pool)
         raise InvalidImage(f"image {index} made a decoder process die, twice", index=index)

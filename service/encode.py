@@ -21,10 +21,12 @@ import numpy as np
 import orjson
 
 from jepa.contract import OUTPUT_SPECS, OUTPUTS
+from service.accept import choose
 from service.errors import NotAcceptable
 from service.image_queue import Result
 from service.schemas import EmbedOptions
 
+JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
 BINARY_TYPES = {
     "application/vnd.safetensors": "safetensors",
     "application/x-npz": "npz",
@@ -36,22 +38,25 @@ BINARY_TYPES = {
 class ModelFacts:
     name: str
     dim: int
-    grid: tuple[int, int]
+    grid: tuple[int, ...]  # (H', W'), or a video model's (T', H', W')
     multilayer_dim: int
 
 
 def negotiate(accept: str | None, options: EmbedOptions) -> str:
-    """``json``, ``safetensors``, ``npz`` or ``npy`` from the ``Accept`` header (first match wins)."""
-    for part in (accept or "").split(","):
-        kind = BINARY_TYPES.get(part.split(";")[0].strip().lower())
-        if kind == "npy" and options.outputs != ("global",):
-            raise NotAcceptable(
-                "application/x-npy holds one array (embedding); for other outputs use application/x-npz "
-                "or application/vnd.safetensors"
-            )
-        if kind is not None:
-            return kind
-    return "json"
+    """``json``, ``safetensors``, ``npz`` or ``npy`` for the ``Accept`` header (RFC 9110:
+    weights, wildcards, the most specific range; :mod:`service.accept`); 406 when none fits."""
+    one_array = options.outputs == ("global",)  # .npy holds one array: the embedding
+    offers = [JSON_TYPE, *(t for t, kind in BINARY_TYPES.items() if one_array or kind != "npy")]
+    chosen = choose(accept, offers)
+    if chosen is not None:
+        return BINARY_TYPES.get(chosen, "json")
+    if not one_array and choose(accept, [*offers, NPY_TYPE]) == NPY_TYPE:
+        raise NotAcceptable(
+            "application/x-npy holds one array (embedding); for other outputs use application/x-npz "
+            "or application/vnd.safetensors"
+        )
+    shown = (accept or "")[:200]
+    raise NotAcceptable(f"Accept: {shown} allows none of the response types: {', '.join(offers)}")
 
 
 def gather_arrays(results: list[Result], options: EmbedOptions) -> dict[str, np.ndarray]:
@@ -74,7 +79,7 @@ def encode(kind: str, arrays: dict[str, np.ndarray], facts: ModelFacts, options:
     if kind == "safetensors":
         from safetensors.numpy import save
 
-        meta = {"model": facts.name, "dim": str(facts.dim), "grid": f"{facts.grid[0]},{facts.grid[1]}"}
+        meta = {"model": facts.name, "dim": str(facts.dim), "grid": ",".join(map(str, facts.grid))}
         return save(arrays, metadata=meta), "application/vnd.safetensors"
     if kind == "npz":
         buf = io.BytesIO()
@@ -89,7 +94,11 @@ def encode(kind: str, arrays: dict[str, np.ndarray], facts: ModelFacts, options:
 
 def encode_results(kind: str, results: list[Result], facts: ModelFacts, options: EmbedOptions) -> tuple[bytes, str]:
     """Per-image results -> ``(body, media type)``; CPU work, run in the pool."""
-    return encode(kind, gather_arrays(results, options), facts, options)
+    arrays = gather_arrays(results, options)
+    if len(facts.grid) == 3 and "patch_embeddings" in arrays:  # a clip's tokens as [T', H', W', D]
+        patches = arrays["patch_embeddings"]
+        arrays["patch_embeddings"] = patches.reshape(len(patches), *facts.grid, patches.shape[-1])
+    return encode(kind, arrays, facts, options)
 
 
 def encode_json(arrays: dict[str, np.ndarray], facts: ModelFacts, options: EmbedOptions) -> bytes:

@@ -45,6 +45,12 @@ class InvalidImage(ApiError):
     type = "invalid_image"
 
 
+class InvalidVideo(ApiError):
+    """Bytes in a video container that do not decode: corrupt, truncated, no video stream, too slow."""
+
+    type = "invalid_video"
+
+
 class Unauthorized(ApiError):
     type = "unauthorized"
 
@@ -117,6 +123,7 @@ class InternalError(ApiError):
 STATUS: dict[type[ApiError], int] = {
     InvalidRequest: 400,
     InvalidImage: 400,
+    InvalidVideo: 400,
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,

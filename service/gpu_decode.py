@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -114,7 +115,13 @@ class GpuDecoder:
             registry=registry,
         )
 
-    async def decode(self, data: bytes, index: int, options: DecodeOptions) -> np.ndarray | torch.Tensor:
+    async def decode(
+        self, data: bytes, index: int, options: DecodeOptions, on_start: Callable[[], None] | None = None
+    ) -> np.ndarray | torch.Tensor:
+        """One image, batched with the others in flight (:class:`service.decode_slots.Decoder`: the
+        slot's clock starts now, as the batch forms at once)."""
+        if on_start is not None:
+            on_start()
         plan = plan_for(data, options)
         if isinstance(plan, Plan):
             loop = asyncio.get_running_loop()

@@ -1,7 +1,8 @@
 """Turn a ``POST /embed`` request into ``(image files as bytes, options)``, enforcing the limits.
 
 Three body forms: ``multipart/form-data`` (files in field ``image``, options as query
-parameters), a raw ``image/*`` body (options as query parameters), and JSON (:class:`EmbedRequest`,
+parameters), a raw body (``image/*``, ``application/octet-stream`` or no Content-Type; options as
+query parameters; the format is sniffed from the bytes), and JSON (:class:`EmbedRequest`,
 options inside; query parameters are refused so nothing is silently ignored).
 """
 
@@ -15,9 +16,10 @@ from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import (
+    ClientClosed,
     InvalidParameters,
     InvalidRequest,
     PayloadTooLarge,
@@ -44,12 +46,21 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_bytes}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as e:  # the client's doing: its own outcome, no traceback, no 500
+        raise ClientClosed(f"the client disconnected after sending {size} bytes of the body") from e
     return b"".join(chunks)
+
+
+# A raw body in any of these is one image file whose format is sniffed from its bytes (the
+# declared image/* subtype is not trusted either). application/octet-stream is what many HTTP
+# clients send for bytes; some send no Content-Type at all.
+RAW_TYPES = ("application/octet-stream", "")
 
 
 def media_type(request: Request) -> str:
@@ -73,15 +84,18 @@ async def parse_embed_request(
     if kind == "multipart/form-data":
         options = options_from_query(request)
         return await files_from_multipart(request, limits), options
-    if kind.startswith("image/"):
+    if kind.startswith(("image/", "video/")) or kind in RAW_TYPES:  # video/*: for video models
         options = options_from_query(request)
         body = await read_body(request, limits)
         if not body:
             raise InvalidRequest("empty body: send the image file as the request body")
         return [body], options
-    shown = kind or "none"
+    hint = ""
+    if kind == "application/x-www-form-urlencoded":  # what `curl --data-binary @photo.jpg` sends by default
+        hint = " (curl sends this for --data-binary: add -H 'Content-Type: application/octet-stream')"
     raise UnsupportedMediaType(
-        f"Content-Type {shown} is not supported: use multipart/form-data, image/*, or application/json"
+        f"Content-Type {kind} is not supported: use multipart/form-data, image/*, video/*, "
+        f"application/octet-stream or application/json{hint}"
     )
 
 
@@ -134,7 +148,7 @@ def decode_base64(item: str, index: int) -> bytes:
         if not sep or not header.endswith(";base64"):
             raise InvalidRequest(f"image {index}: data URI must look like data:image/...;base64,<data>", index=index)
         mime = header[5:].split(";")[0].lower()
-        if mime and not mime.startswith("image/"):
+        if mime and not mime.startswith(("image/", "video/")):
             raise UnsupportedMediaType(f"image {index}: data URI type {mime} is not an image type", index=index)
         item = payload
     try:
@@ -181,10 +195,10 @@ async def files_from_multipart(request: Request, limits: RequestLimits) -> list[
         raise InvalidParameters(f"too many images in one request; the limit is {limit}") from e
     except MultipartError as e:
         raise InvalidRequest(f"malformed multipart body: {e}") from e
-    unknown = sorted({p.name for p in parts} - {"image"})
+    unknown = sorted({p.name for p in parts} - {"image", "video"})  # "video": the same files, by another name
     if unknown:
         raise InvalidParameters(f"unknown form fields {unknown}: files go in 'image', options in the query string")
-    images = [p for p in parts if p.name == "image"]
+    images = [p for p in parts if p.name in ("image", "video")]
     if not images:
         raise InvalidRequest("no files in the multipart field 'image'")
     if len(images) > limit:

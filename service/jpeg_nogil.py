@@ -92,8 +92,13 @@ def decode_jpeg(image: Image.Image, data: bytes) -> Image.Image | None:
 
 
 def _orient(pixels: Image.Image, opened: Image.Image) -> Image.Image:
-    """Undo the EXIF orientation of ``opened`` on ``pixels`` (ImageOps.exif_transpose's result)."""
-    method = _ORIENTATION.get(opened.getexif().get(_EXIF_ORIENTATION, 1))
+    """Undo the EXIF orientation of ``opened`` on ``pixels`` (ImageOps.exif_transpose's result);
+    a damaged EXIF block leaves the pixels as stored, as :func:`jepa.preprocess.upright` does."""
+    try:
+        orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # damaged EXIF only: the pixels decoded fine
+        return pixels
+    method = _ORIENTATION.get(orientation)
     if method is None:
         return pixels
     return pixels.transpose(method)

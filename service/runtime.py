@@ -18,6 +18,7 @@ import numpy as np
 
 from jepa.contract import multilayer_blocks
 from jepa.preprocess import normalize
+from jepa.video_preprocess import normalize_clips
 from service.backends import Backend, load_backend
 from service.backends.base import Assemble
 from service.batcher import Batcher
@@ -25,9 +26,11 @@ from service.calibration import Calibration, probe_batch_size, warmup
 from service.decode import DecodeOptions
 from service.device_pixels import stack
 from service.encode import ModelFacts
+from service.media import video_options
 from service.metrics import Metrics
 from service.plan import BatchLimits, Plan, resolve_plan
 from service.settings import Settings
+from service.video import VideoOptions
 
 log = logging.getLogger("service")
 
@@ -40,6 +43,7 @@ class Runtime:
     calibration: Calibration
     decode_options: DecodeOptions
     facts: ModelFacts
+    video_options: VideoOptions | None = None  # a video model's clips (None: an image model)
 
     async def close(self, timeout_s: float) -> None:
         """Finish what is queued (up to ``timeout_s``), release the threads, then the backend."""
@@ -48,11 +52,13 @@ class Runtime:
 
 
 def assembler(backend: Backend, plan: Plan) -> Assemble:
-    """Stacks ``uint8 [S, S, 3]`` images; normalises them too unless the backend does that itself."""
-    norm = None if backend.info.input_kind == "uint8" else partial(normalize, config=backend.config.preprocess)
+    """Stacks ``uint8 [S, S, 3]`` images (a video model's clips ``[T, S, S, 3]``); normalises them
+    too unless the backend does that itself."""
+    norm_fn = normalize_clips if backend.config.is_video else normalize
+    norm = None if backend.info.input_kind == "uint8" else partial(norm_fn, config=backend.config.preprocess)
 
     def assemble(pixels: list[np.ndarray]) -> np.ndarray:
-        batch = stack(pixels)  # uint8 [B, S, S, 3]; on the GPU when --gpu-decode made the pixels there
+        batch = stack(pixels)  # uint8 [B, S, S, 3] or [B, T, S, S, 3]; on the GPU when --gpu-decode made them there
         return norm(batch) if norm is not None else batch
 
     return assemble
@@ -88,11 +94,11 @@ async def start(settings: Settings, model: str, metrics: Metrics) -> Runtime:
         config.preprocess, config.image_size, settings.max_pixels, settings.jpeg_draft, settings.jpeg_draft_margin
     )
     multilayer_dim = multilayer_blocks(config.architecture.depth) * config.embed_dim
-    facts = ModelFacts(config.name, config.embed_dim, config.grid, multilayer_dim)
+    facts = ModelFacts(config.name, config.embed_dim, config.token_grid, multilayer_dim)
     info = backend.info
     metrics.model.info(
         {"model": config.name, "backend": info.name, "device": info.device, "dtype": info.dtype,
          "dim": str(config.embed_dim)}
     )  # fmt: skip
     log.info("serving %s with %s on %s (%s)", config.name, info.name, info.device, info.reason)
-    return Runtime(plan, backend, batcher, calibration, decode_options, facts)
+    return Runtime(plan, backend, batcher, calibration, decode_options, facts, video_options(config, settings))

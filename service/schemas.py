@@ -53,8 +53,10 @@ class EmbedRequest(EmbedOptions):
 class EmbeddingItem(BaseModel):
     index: int
     embedding: list[float] | str | None = Field(None, description="[D] floats, or base64 (present with 'global').")
-    patch_embeddings: list[list[float]] | str | None = Field(
-        None, description="[N, D] floats in row-major patch order, or base64 (present with 'patch')."
+    patch_embeddings: list[list[float]] | list[list[list[list[float]]]] | str | None = Field(
+        None,
+        description="[N, D] floats in row-major patch order (a video model: [T', H', W', D]), or base64 "
+        "(present with 'patch').",
     )
     multilayer_embedding: list[float] | str | None = Field(
         None, description="[4 D] floats, or base64 (present with 'multilayer')."
@@ -64,7 +66,7 @@ class EmbeddingItem(BaseModel):
 class EmbedResponse(BaseModel):
     model: str
     dim: int
-    grid: tuple[int, int]
+    grid: list[int] = Field(description="[H', W'] patches; for a video model [T', H', W'] tokens.")
     dtype: Literal["float32", "float16"]
     data: list[EmbeddingItem]
 

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level."
     )
+    access_log: Literal["plain", "json", "off"] = Field(
+        "plain",
+        description="One line per request (method, path, status, images, bytes in/out, ms, client, request id; "
+        "never bodies or headers): plain text, one JSON object per line on stdout, or off. Logged at INFO.",
+    )
     # -- batching --
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one inference call.")
     max_wait_ms: float = Field(
@@ -152,7 +157,19 @@ class Settings(BaseSettings):
         "worth trying on a host with many cores per GPU. Costs a copy of each file and of its pixels "
         "between processes, and a few tens of MB per process.",
     )
-    decode_timeout_s: float = Field(10.0, gt=0, description="Longest decode of one image before a 400.")
+    decode_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest decode of one image, timed from its start, before a 400. An image that waits this "
+        "long for a free decode thread or process gets 503 with Retry-After instead (the server is busy).",
+    )
+    # -- video (V-JEPA 2 models; service/video.py) --
+    video_max_pixels: int = Field(
+        4096 * 2304, ge=1, description="Largest video frame, in pixels (from the stream header and every frame; 413)."
+    )
+    video_max_frames: int = Field(3600, ge=1, description="Most frames in one video (counted by demuxing; 413).")
+    video_max_duration_s: float = Field(120.0, gt=0, description="Longest video, in seconds (413 beyond).")
+    video_timeout_s: float = Field(20.0, gt=0, description="Longest decode of one video before a 400.")
     gil_switch_interval_ms: float = Field(
         1.0,
         gt=0,
@@ -199,6 +216,20 @@ class Settings(BaseSettings):
         "long to finish before the server exits.",
     )
     warmup: bool = Field(True, description="Run one full batch before /ready says yes.")
+    # -- start-up optimisation (service/optimize.py) --
+    optimize: bool = Field(
+        True,
+        description="On a CPU, when the model has no verified ONNX graphs, build them at start-up (python -m export "
+        "--int8 in a child process; needs torch, onnx, onnxscript) into cache_dir and serve those: ONNX Runtime "
+        "int8 where within cosine 0.999 of fp32 on photos, else fp32. /health answers and /ready is 503 while it "
+        "builds; the next start reuses the cache. --no-optimize serves the source as given.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where built graphs are cached, one entry per weights sha256 + versions. Default "
+        "$XDG_CACHE_HOME/jepa-embed (~/.cache/jepa-embed), or a per-user directory under /tmp when that is "
+        "not writable (a read-only root filesystem).",
+    )
     # -- the page --
     ui: bool = Field(
         True,

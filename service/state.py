@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from service.decode_procs import DecodeProcesses
+from service.decode_slots import DecodeSlots
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
+from service.optimize import Optimizer
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -30,16 +32,26 @@ class AppState:
     model_path: str
     metrics: Metrics
     decode_pool: ThreadPoolExecutor  # decodes (unless decode_processes), parses JSON, encodes big answers
+    decode_slots: DecodeSlots  # one image per decode thread/process: a decode is timed from its start
     decode_processes: DecodeProcesses | None = None
     runtime: Runtime | None = None  # set once, by the lifespan, when the model is loaded and warmed
     gpu_decoder: GpuDecoder | None = None  # --gpu-decode: nvJPEG, set by the lifespan once the backend runs on CUDA
     draining: bool = False
     inflight: int = 0
+    serving_path: str = ""  # what was loaded: model_path, or its cache entry after optimisation
+    optimizer: Optimizer | None = None  # the start-up build, while and after it runs
+    optimized: dict[str, object] | None = None  # its report, for /info
+    start_error: BaseException | None = None  # a start-up that failed after uvicorn began listening
+    on_start_failed: Callable[[], None] | None = None  # set by the CLI's server: exit when that happens
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def not_ready_reason(self) -> str | None:
         if self.draining:
             return "draining: the server is shutting down"
+        if self.start_error is not None:
+            return f"start-up failed: {type(self.start_error).__name__}: {self.start_error}"
+        if self.runtime is None and self.optimizer is not None and self.optimized is None:
+            return f"optimising the model: {self.optimizer.progress()}"
         if self.runtime is None:
             return "the model is not loaded and warmed yet"
         fatal = self.runtime.batcher.fatal

@@ -1,5 +1,5 @@
-"""Shared fixtures: real photos shipped in scikit-image's wheel, a tiny random model directory,
-and the CIFAR-10 archives in ../shared/data (read in place, never copied)."""
+"""Shared fixtures: real photos shipped in scikit-image's wheel and a tiny random model directory.
+(Training tests make their own small CIFAR-style data: tests/training/train_data_util.py.)"""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import skimage_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar10"
 
 # Real photographs (and a few other modes) bundled with scikit-image; no download needed.
 PHOTO_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
-
-
-def skimage_data_dir() -> Path:
-    import skimage.data
-
-    return Path(skimage.data.__file__).parent
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +55,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return jepa.save_model_dir(model, tmp_path_factory.mktemp("tiny_model"))
 
 
-@pytest.fixture(scope="session")
-def cifar_dir() -> Path:
-    if not (CIFAR_DIR / "cifar10_test_jpeg.npz").is_file():
-        pytest.skip(f"CIFAR-10 archives not found at {CIFAR_DIR}")
-    return CIFAR_DIR
+@pytest.fixture(scope="session", autouse=True)
+def isolated_jepa_cache(tmp_path_factory: pytest.TempPathFactory):
+    """No test writes to the user's cache (JEPA_CACHE_DIR), and the service tests of other features
+    serve their model as given (JEPA_OPTIMIZE=false; server subprocesses inherit both):
+    tests/service/test_optimize.py turns the start-up build on where it tests it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("JEPA_CACHE_DIR", str(tmp_path_factory.mktemp("jepa-cache")))
+    patch.setenv("JEPA_OPTIMIZE", "false")
+    yield
+    patch.undo()

@@ -7,7 +7,11 @@ RandomResizedCrop (scale 0.3-1.0, ratio 3/4-4/3; no torchvision needed).
   decoded once, in parallel, into one ``uint8 [N, H, W, 3]`` tensor that lives on the device;
   crops and resizes run there in batch (``affine_grid`` + ``grid_sample``), so a GPU is never
   starved by a Python data pipeline.
-* a folder ``root/class/img.jpg``: Pillow decodes and crops in DataLoader workers.
+* an image folder, read as the official code reads ImageNet (``src/datasets/imagenet1k.py``):
+  ``root_path/image_folder/train/<class>/...`` (and ``val/`` for evaluation), with torchvision's
+  ``ImageFolder`` rules (sorted class folders, files found recursively, its extensions, an empty
+  class is an error). A folder without ``train/`` whose sub-folders are the classes (our earlier
+  layout) still works. Pillow decodes and crops in DataLoader workers.
 
 Randomness (order and crops) is keyed by ``(seed, epoch)`` and ``(seed, step, rank)``, so a run
 resumed at step ``s`` sees exactly the batches the uninterrupted run saw.
@@ -33,7 +37,8 @@ from jepa.config import Preprocess
 from jepa.heads import Normalize
 from jepa.preprocess import prepare_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# torchvision's IMG_EXTENSIONS, which the official ImageFolder-based dataset accepts
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 RATIO = (3 / 4, 4 / 3)
 
 
@@ -81,31 +86,48 @@ def read_npz(path: Path, limit: int | None = None, seed: int = 0) -> tuple[np.nd
     return np.stack(images), labels[index]
 
 
-def list_folder(root: Path) -> tuple[list[Path], np.ndarray]:
-    """Image files of an ImageNet-layout folder (``root/class/xxx.jpg``) and their class indices."""
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory (expected root/class/image.jpg)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files, labels = [], []
+def split_folder(path: Path, split: str = "train") -> Path:
+    """The folder of class sub-folders for ``split``: ``path/train`` (``path/val``) as the official
+    ImageNet dataset appends it, or ``path`` itself when it has no such sub-folder (our older layout)."""
+    return path / split if (path / split).is_dir() else path
+
+
+def list_folder(root: Path, split: str = "train") -> tuple[list[Path], np.ndarray, list[str]]:
+    """Image files of an ImageNet-layout folder, their class indices and the class names.
+
+    The rules of torchvision's ``ImageFolder`` (which the official code uses): classes are the
+    sorted sub-folders; files are found recursively (links followed) in sorted order by their
+    extension, case-insensitively; a class without images is an error naming it.
+    """
+    folder = split_folder(root, split)
+    if not folder.is_dir():
+        raise DataError(f"{root}: not a directory (expected {root}/{split}/<class>/<image> or {root}/<class>/<image>)")
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    if not classes:
+        raise DataError(f"{folder}: no class sub-folders (expected {folder}/<class>/<image>)")
+    files, labels, empty = [], [], []
     for label, name in enumerate(classes):
-        for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
-    if not files:
-        raise DataError(f"{root}: no images found in class sub-folders")
-    return files, np.asarray(labels, np.int64)
+        found = [Path(d) / f for d, _, names in sorted(os.walk(folder / name, followlinks=True))
+                 for f in sorted(names) if f.lower().endswith(IMAGE_SUFFIXES)]  # fmt: skip
+        empty += [] if found else [name]
+        files += found
+        labels += [label] * len(found)
+    if empty:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in class folder(s) {', '.join(empty[:5])}")
+    return files, np.asarray(labels, np.int64), classes
 
 
-def load_eval_arrays(path: Path, n: int | None, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` seeded-random images of ``path`` (npz or folder) as ``uint8 [n, size, size, 3]`` + labels."""
+def load_eval_arrays(path: Path, n: int | None, size: int, seed: int, split: str = "train"
+                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``n`` seeded-random images of ``path`` (npz, or a folder's ``split``) as ``uint8 [n, size, size, 3]``
+    + labels."""
     pre = Preprocess(resize="shorter_crop", resize_size=size)
     if path.suffix == ".npz":
         images, labels = read_npz(path, n, seed)
         if images.shape[1:3] != (size, size):
             images = np.stack([prepare_image(Image.fromarray(im), pre, size) for im in images])
         return images, labels
-    files, labels = list_folder(path)
+    files, labels, _ = list_folder(path, split)
     index = np.random.default_rng(seed).permutation(len(files))[: n or len(files)]
     images = []
     for i in index:
@@ -247,7 +269,7 @@ class FolderLoader:
     """Batches from an image folder through DataLoader workers, with a DistributedSampler per epoch."""
 
     def __init__(self, root: Path, batch_size: int, aug: Augment, seed: int, rank: int, world: int, device, workers):
-        files, _ = list_folder(root)
+        files, _, _ = list_folder(root)
         self.dataset = _FolderDataset(files, aug, seed)
         self.batch_size, self.aug, self.seed = batch_size, aug, seed
         self.rank, self.world, self.device, self.workers = rank, world, device, workers
@@ -291,3 +313,11 @@ def make_loader(path: Path, batch_size: int, aug: Augment, seed: int, rank: int,
     if limit is not None:
         raise DataError("data.limit is only supported for .npz data")
     return FolderLoader(path, batch_size, aug, seed, rank, world, device, workers)
+
+
+if __name__ == "__main__":  # ``python -m training.data``: fetch and check data (training/datasets.py)
+    import sys
+
+    from training.datasets import main
+
+    sys.exit(main())

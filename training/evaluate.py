@@ -23,8 +23,9 @@ from torch import Tensor
 
 from jepa.errors import JepaError
 from jepa.heads import embed_tensors
-from jepa.vit import Encoder, init_weights
+from jepa.vit import Encoder
 from training.data import DataError, load_eval_arrays, normalize
+from training.models import init_like_meta
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,10 @@ def format_table(rows: list[Row]) -> str:
 
 
 def random_twin(model: Encoder, seed: int = 0) -> Encoder:
-    """The same architecture with the official initialisation and no training (a floor)."""
+    """The same architecture initialised as training starts (``training.models``), untrained: a floor."""
     torch.manual_seed(seed)
     twin = Encoder(model.config)
-    init_weights(twin)
+    init_like_meta(twin, depth_rescale=False)
     return twin.eval()
 
 
@@ -145,7 +146,7 @@ def load_splits(args: argparse.Namespace, size: int) -> tuple[np.ndarray, ...]:
     """Training and held-out images at the model's input size; without ``--eval-data`` a 20% split."""
     train_im, train_y = load_eval_arrays(Path(args.data), args.train_limit, size, args.seed)
     if args.eval_data:
-        test_im, test_y = load_eval_arrays(Path(args.eval_data), args.test_limit, size, args.seed)
+        test_im, test_y = load_eval_arrays(Path(args.eval_data), args.test_limit, size, args.seed, split="val")
         return train_im, train_y, test_im, test_y
     n_test = len(train_im) // 5
     return train_im[n_test:], train_y[n_test:], train_im[:n_test], train_y[:n_test]
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("model", help="model directory, or any source jepa.load_encoder reads (short name, Hub id, URL)")
     p.add_argument("--data", required=True, help="training split: .npz of JPEGs or an ImageNet-layout folder")
-    p.add_argument("--eval-data", help="held-out split (default: 20%% of --data)")
+    p.add_argument("--eval-data", help="held-out split: .npz or a folder (its val/ if any; default: 20%% of --data)")
     p.add_argument("--train-limit", type=int, help="use a seeded random subset of the training split")
     p.add_argument("--test-limit", type=int, help="use a seeded random subset of the held-out split")
     p.add_argument("--linear-iters", type=int, default=100, help="L-BFGS iterations per probe fit (0: kNN only)")

@@ -12,6 +12,12 @@ It avoids three faults of the official collator:
   official sampler draws one scale per batch), so targets need no truncation; context sets differ
   in size and are cut to the batch minimum by a *random* subset, not by keeping the first indices
   (which would drop the bottom rows more often).
+
+Elsewhere it follows the official collator by default (``docs/training/meta_parity.md``): one
+random number sets both a target block's scale and its aspect ratio and the block's area is rounded
+down (``shape_draw="meta"``); no block spans the whole grid (``full_grid=False``: the context block
+of a 14x14 grid is at most 13x13); a context needs *more* than ``min_keep`` patches
+(``min_keep_strict=True``). Each has an option that restores the alternative.
 """
 
 from __future__ import annotations
@@ -43,19 +49,39 @@ class MaskSpec:
     min_keep: int = 10
     allow_overlap: bool = False
     max_tries: int = 20
+    shape_draw: str = "meta"  # "meta": one draw for scale and aspect, area rounded down; "independent"
+    full_grid: bool = False  # let a block span the whole grid (the official sizes stop one short)
+    min_keep_strict: bool = True  # a context needs more than min_keep patches (official); else at least
 
 
 def _uniform(gen: Tensor | torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * torch.rand((), generator=gen).item()
 
 
-def block_size(grid: tuple[int, int], scale: float, aspect: float) -> tuple[int, int]:
-    """Height and width of a block covering ``scale`` of the grid with ``height / width = aspect``."""
+def block_size(grid: tuple[int, int], scale: float, aspect: float, floor_area: bool = False,
+               full_grid: bool = True) -> tuple[int, int]:  # fmt: skip
+    """Height and width of a block covering ``scale`` of the grid with ``height / width = aspect``.
+
+    ``floor_area`` rounds the area down to whole patches first (the official code); without
+    ``full_grid`` a side is at most the grid's side minus one, as the official code keeps it.
+    """
     gh, gw = grid
-    area = scale * gh * gw
+    area = int(scale * gh * gw) if floor_area else scale * gh * gw
     h = round(math.sqrt(area * aspect))
     w = round(math.sqrt(area / aspect))
-    return min(max(h, 1), gh), min(max(w, 1), gw)
+    max_h, max_w = (gh, gw) if full_grid else (max(1, gh - 1), max(1, gw - 1))
+    return min(max(h, 1), max_h), min(max(w, 1), max_w)
+
+
+def draw_shape(gen: torch.Generator, spec: MaskSpec, scale: tuple[float, float], aspect: tuple[float, float]
+               ) -> tuple[int, int]:  # fmt: skip
+    """A block shape: one uniform draw for scale and aspect (``meta``) or one each (``independent``)."""
+    if spec.shape_draw == "meta":
+        u = torch.rand((), generator=gen).item()
+        s, a = scale[0] + u * (scale[1] - scale[0]), aspect[0] + u * (aspect[1] - aspect[0])
+        return block_size(spec.grid, s, a, floor_area=True, full_grid=spec.full_grid)
+    s, a = _uniform(gen, *scale), _uniform(gen, *aspect)
+    return block_size(spec.grid, s, a, floor_area=False, full_grid=spec.full_grid)
 
 
 def _corners(gen: torch.Generator, n: tuple[int, ...], grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
@@ -88,7 +114,7 @@ def _sample_context(gen: torch.Generator, spec: MaskSpec, targets_union: Tensor,
     """Context masks ``[B, gh, gw]`` with at least ``min_keep`` patches where the tries allow it."""
     B = targets_union.shape[0]
     n_patches = spec.grid[0] * spec.grid[1]
-    need = max(1, min(spec.min_keep, n_patches))
+    need = max(1, min(spec.min_keep + spec.min_keep_strict, n_patches))
     context = torch.zeros(B, *spec.grid, dtype=torch.bool)
     todo = torch.arange(B)
     for _ in range(spec.max_tries):
@@ -123,8 +149,8 @@ def _random_subset(gen: torch.Generator, masks: Tensor, k: int) -> Tensor:
 def sample_masks(gen: torch.Generator, spec: MaskSpec, batch_size: int) -> MaskBatch:
     """One batch of multi-block masks; see the module docstring for the guarantees."""
     grid = spec.grid
-    t_size = block_size(grid, _uniform(gen, *spec.target_scale), _uniform(gen, *spec.target_aspect))
-    c_size = block_size(grid, _uniform(gen, *spec.context_scale), 1.0)
+    t_size = draw_shape(gen, spec, spec.target_scale, spec.target_aspect)
+    c_size = draw_shape(gen, spec, spec.context_scale, (1.0, 1.0))
     t_corners = _corners(gen, (batch_size, spec.num_targets), grid, t_size)
     targets = _block_indices(t_corners, grid, t_size)  # [B, M, Kt]
     union = _block_mask(t_corners, grid, t_size).any(dim=1)  # [B, gh, gw]

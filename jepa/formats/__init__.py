@@ -1,7 +1,9 @@
 """Model sources: detect which format a path holds, and load it as an :class:`~jepa.vit.Encoder`.
 
-Three formats, each a pure key-mapping module: ``native`` (our directory), ``meta`` (official
-``.pth.tar``), ``hf`` (``IJepaModel`` directory); :mod:`jepa.formats.loader` does the reading.
+Three formats, each with pure key-mapping modules: ``native`` (our directory), ``meta`` (official
+``.pth.tar`` of I-JEPA or ``.pt`` of V-JEPA 2), ``hf`` (``IJepaModel`` or ``VJEPA2Model``
+directory; :mod:`~jepa.formats.hf` and :mod:`~jepa.formats.vjepa2`); :mod:`jepa.formats.loader`
+does the reading.
 Detection needs no torch. Every failure raises :class:`~jepa.errors.CheckpointError` naming the
 path and the problem; a model is either loaded completely or not returned at all.
 """
@@ -17,9 +19,12 @@ from jepa.formats import native
 
 if TYPE_CHECKING:
     from jepa.vit import Encoder
+    from jepa.vjepa2 import VideoEncoder
 
 Format = Literal["native", "meta", "hf"]
 EncoderChoice = Literal["target_encoder", "encoder"]
+
+HF_MODEL_TYPES = ("ijepa", "vjepa2")
 
 __all__ = ["EncoderChoice", "Format", "detect_format", "load"]
 
@@ -28,7 +33,7 @@ def detect_format(source: str | Path) -> Format:
     """Name the format of ``source`` or raise, saying what was found there.
 
     A directory is ours when its ``config.json`` says ``"format": "jepa-encoder"`` and Hugging
-    Face's when it says ``"model_type": "ijepa"``; any file is taken for an official checkpoint
+    Face's when it says ``"model_type": "ijepa"`` or ``"vjepa2"``; any file is taken for an official checkpoint
     (reading it then says whether it is one).
     """
     path = Path(source)
@@ -47,12 +52,12 @@ def detect_format(source: str | Path) -> Format:
     config = _read_json_object(config_path)
     if config.get("format") == "jepa-encoder":
         return "native"
-    if config.get("model_type") == "ijepa":
+    if config.get("model_type") in HF_MODEL_TYPES:
         return "hf"
     raise CheckpointError(
         config_path,
         f'neither our format ("format": "jepa-encoder", found {config.get("format")!r}) nor a Hugging Face '
-        f'IJepa config ("model_type": "ijepa", found {config.get("model_type")!r})',
+        f'IJepa or VJEPA2 config ("model_type": "ijepa" or "vjepa2", found {config.get("model_type")!r})',
     )
 
 
@@ -62,8 +67,12 @@ def load(
     encoder: EncoderChoice = "target_encoder",
     num_heads: int | None = None,
     verify: bool = True,
-) -> Encoder:
-    """Load any supported source as an Encoder (CPU, float32, eval mode)."""
+    image_size: int | None = None,
+) -> Encoder | VideoEncoder:
+    """Load any supported source as an encoder (CPU, float32, eval mode).
+
+    ``image_size`` is the crop of a V-JEPA 2 ``.pt`` file, which does not record it (default 256).
+    """
     from jepa.formats import loader
 
     path = Path(source)
@@ -73,7 +82,7 @@ def load(
     elif fmt == "hf":
         config, state = loader.read_hf(path)
     else:
-        config, state = loader.read_meta(path, encoder, num_heads)
+        config, state = loader.read_meta(path, encoder, num_heads, image_size)
     return loader.build_and_load(config, state, path)
 
 

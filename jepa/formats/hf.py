@@ -46,9 +46,9 @@ _PIL_ORDER: tuple[Interpolation, ...] = ("nearest", "lanczos", "bilinear", "bicu
 PIL_RESAMPLE: dict[int, Interpolation] = dict(enumerate(_PIL_ORDER))
 
 
-def rename(key: str) -> str:
+def rename(key: str, renames: tuple[tuple[re.Pattern[str], str], ...] = _RENAMES) -> str:
     """One HF key -> ours; keys we do not know come back unchanged, so the strict load names them."""
-    for pattern, dst in _RENAMES:
+    for pattern, dst in renames:
         if m := pattern.match(key):
             return m.expand(dst) + key[m.end() :]
     return key
@@ -56,20 +56,40 @@ def rename(key: str) -> str:
 
 def convert_hf(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Rename HF keys to ours and fuse q/k/v into ``qkv`` (rows in q, k, v order)."""
-    import torch
+    return convert_separate_qkv(state_dict, STRIPPED_PREFIX, DROPPED_PREFIXES, _QKV, _RENAMES)
 
+
+def convert_separate_qkv(
+    state_dict: Mapping[str, Any],
+    stripped_prefix: str,
+    dropped_prefixes: tuple[str, ...],
+    qkv_pattern: re.Pattern[str],
+    renames: tuple[tuple[re.Pattern[str], str], ...],
+) -> dict[str, Any]:
+    """The shape of every HF ViT conversion: strip a wrapper prefix, drop what the encoder does not
+    use, collect the separate projections (``qkv_pattern``'s groups: block, the part's name in one
+    of the following groups, leaf) and rename the rest."""
     out: dict[str, Any] = {}
     qkv: dict[str, dict[int, Any]] = {}
     for key, value in state_dict.items():
-        key = key.removeprefix(STRIPPED_PREFIX)
-        if key.startswith(DROPPED_PREFIXES):
+        key = key.removeprefix(stripped_prefix)
+        if key.startswith(dropped_prefixes):
             continue
-        if m := _QKV.match(key):
-            block, long_name, short_name, leaf = m.groups()
-            qkv.setdefault(f"blocks.{block}.attn.qkv.{leaf}", {})[_QKV_ORDER[long_name or short_name]] = value
+        if m := qkv_pattern.match(key):
+            block, *names, leaf = m.groups()
+            part = next(name for name in names if name)
+            qkv.setdefault(f"blocks.{block}.attn.qkv.{leaf}", {})[_QKV_ORDER[part]] = value
         else:
-            out[rename(key)] = value
-    for name, parts in qkv.items():
+            out[rename(key, renames)] = value
+    return {**out, **fuse_qkv(qkv)}
+
+
+def fuse_qkv(parts_by_name: Mapping[str, Mapping[int, Any]]) -> dict[str, Any]:
+    """``{qkv name: {0: q, 1: k, 2: v}}`` -> ``{qkv name: cat(q, k, v)}``; raises naming a missing part."""
+    import torch
+
+    out = {}
+    for name, parts in parts_by_name.items():
         if len(parts) != 3:
             missing = [p for p, i in (("query", 0), ("key", 1), ("value", 2)) if i not in parts]
             raise ConfigError(f"{name}: the separate {', '.join(missing)} projection is missing")

@@ -15,19 +15,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from jepa.config import ModelConfig, Preprocess, Provenance
+from jepa.config import ModelConfig, Preprocess, Provenance, vjepa2_preprocess
 from jepa.errors import CheckpointError, ConfigError
-from jepa.formats import _read_json_object, hf, meta, native
+from jepa.formats import _read_json_object, hf, meta, native, vjepa2
 from jepa.vit import Encoder
+from jepa.vjepa2 import VideoEncoder
 
 
-def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Path) -> Encoder:
+def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Path) -> Encoder | VideoEncoder:
     """Create the encoder for ``config`` and load ``state`` strictly, or raise naming the mismatch.
 
     Everything is checked before any tensor is assigned, so a failure returns nothing.
     """
     with torch.device("meta"):
-        model = Encoder(config)
+        model = VideoEncoder(config) if config.family == "vjepa2" else Encoder(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
@@ -44,15 +45,22 @@ def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Pa
     return model.eval()
 
 
-def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Config and state dict (our names) of a Hugging Face ``IJepaModel`` directory."""
+def _read_safetensors(path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(path, "Hugging Face directory has no model.safetensors")
     try:
-        raw = load_file(weights)
+        return weights, load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(weights, f"unreadable safetensors file: {e}") from e
+
+
+def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Config and state dict (our names) of a Hugging Face ``IJepaModel`` or ``VJEPA2Model`` directory."""
+    hf_config = _read_json_object(path / "config.json")
+    if hf_config.get("model_type") == "vjepa2":
+        return read_hf_vjepa2(path, hf_config)
+    weights, raw = _read_safetensors(path)
     try:
         state = hf.convert_hf(raw)
     except (ConfigError, RuntimeError) as e:  # RuntimeError: q/k/v of different shapes cannot be fused
@@ -60,7 +68,7 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     pos = state.get("pos_embed")
     positions = pos.shape[1] if isinstance(pos, torch.Tensor) and pos.ndim == 3 else None
     try:
-        arch = hf.architecture_from_hf(_read_json_object(path / "config.json"), positions)
+        arch = hf.architecture_from_hf(hf_config, positions)
     except (ConfigError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(path / "config.json", f"unsupported Hugging Face config: {e}") from e
     processor_path = path / "preprocessor_config.json"
@@ -73,17 +81,56 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     return ModelConfig(name=path.name, architecture=arch, preprocess=preprocess, provenance=provenance), state
 
 
-def read_meta(path: Path, which: str, num_heads: int | None) -> tuple[ModelConfig, dict[str, Any]]:
-    """Config and state dict of one encoder (``target_encoder`` or ``encoder``) of an official checkpoint."""
-    checkpoint = _torch_load(path)
+def read_hf_vjepa2(path: Path, hf_config: dict[str, Any]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Config and encoder state dict (our names) of a Hugging Face ``VJEPA2Model`` directory.
+
+    Preprocessing is V-JEPA 2's evaluation transform at the config's ``crop_size`` (what
+    ``VJEPA2VideoProcessor`` derives from it too), so processor files are not needed.
+    """
+    weights, raw = _read_safetensors(path)
+    try:
+        state = vjepa2.convert_hf(raw)
+    except (ConfigError, RuntimeError) as e:
+        raise CheckpointError(weights, str(e).splitlines()[0]) from e
+    try:
+        arch, temporal = vjepa2.architecture_from_hf(hf_config)
+    except (ConfigError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(path / "config.json", f"unsupported Hugging Face config: {e}") from e
+    provenance = Provenance(source=f"hf:{path}", weights_sha256=native.sha256_file(weights))
+    config = ModelConfig(
+        name=path.name,
+        family="vjepa2",
+        architecture=arch,
+        temporal=temporal,
+        preprocess=vjepa2_preprocess(arch.image_size),
+        provenance=provenance,
+    )
+    return config, state
+
+
+def _pick_encoder(path: Path, checkpoint: Any, which: str) -> Mapping[str, Any]:
     if not meta.looks_like_meta(checkpoint):
         found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(path, f"not an I-JEPA checkpoint: expected 'target_encoder' or 'encoder', found {found}")
+        raise CheckpointError(path, f"not a JEPA checkpoint: expected 'target_encoder' or 'encoder', found {found}")
     if which not in checkpoint:
         raise CheckpointError(path, f"checkpoint has no {which!r} entry (has: {sorted(map(str, checkpoint))})")
     if not isinstance(checkpoint[which], Mapping):
         raise CheckpointError(path, f"{which!r} is a {type(checkpoint[which]).__name__}, not a state dict")
-    state = meta.convert_meta(checkpoint[which])
+    return checkpoint[which]
+
+
+def read_meta(
+    path: Path, which: str, num_heads: int | None, image_size: int | None = None
+) -> tuple[ModelConfig, dict[str, Any]]:
+    """Config and state dict of one encoder (``target_encoder`` or ``encoder``) of an official checkpoint.
+
+    I-JEPA (``.pth.tar``, ``module.`` keys, 4-D patch kernel) or V-JEPA 2 (``.pt``,
+    ``module.backbone.`` keys, 5-D tubelet kernel): the kernel's rank decides.
+    """
+    raw = _pick_encoder(path, _torch_load(path), which)
+    if vjepa2.is_vjepa2_state(vjepa2.convert_meta(raw)):
+        return _read_meta_vjepa2(path, which, raw, num_heads, image_size)
+    state = meta.convert_meta(raw)
     not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise CheckpointError(path, f"{which}: entries that are not tensors: {', '.join(not_tensors[:5])}")
@@ -114,3 +161,25 @@ def _torch_load(path: Path) -> Any:
         reason = reason.split(". ")[0].split(" Check the documentation")[0][:160]
         problem = "not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)"
         raise CheckpointError(path, f"{problem}: {type(e).__name__}: {reason}") from e
+
+
+def _read_meta_vjepa2(
+    path: Path, which: str, raw: Mapping[str, Any], num_heads: int | None, image_size: int | None
+) -> tuple[ModelConfig, dict[str, Any]]:
+    state = vjepa2.convert_meta(raw)
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(path, f"{which}: entries that are not tensors: {', '.join(not_tensors[:5])}")
+    try:
+        arch, temporal = vjepa2.infer_architecture(state, num_heads, image_size or 256)
+    except (ConfigError, ValueError) as e:
+        raise CheckpointError(path, f"{which}: {e}") from e
+    config = ModelConfig(
+        name=path.name.removesuffix(".pt").removesuffix(".pth"),
+        family="vjepa2",
+        architecture=arch,
+        temporal=temporal,
+        preprocess=vjepa2_preprocess(arch.image_size),
+        provenance=Provenance(source=f"meta:{path}:{which}", weights_sha256=native.sha256_file(path)),
+    )
+    return config, state

@@ -138,6 +138,9 @@ def preload_cuda_libraries() -> None:
 
 def make_session(graph: Path, providers: list[str], threads: int, spin: bool) -> ort.InferenceSession:
     """An ONNX Runtime session with ``threads`` intra-op threads (0: its default) and spinning on/off."""
+    # The service opens no outbound connection the user did not configure: ONNX Runtime's
+    # telemetry is off before any session exists (not only in the container's environment).
+    ort.disable_telemetry_events()
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

@@ -64,7 +64,7 @@ class TorchBackend:
             size = self.config.image_size
             self._pinned = torch.empty((plan.max_batch_size, size, size, 3), dtype=torch.uint8).pin_memory()
         self._graphs: GraphSet | None = None
-        if plan.cuda_graphs:
+        if plan.cuda_graphs and not self.config.is_video:  # graphs are captured for image batches
             # every output is captured; run() copies off only those asked for
             sizes = bucket_sizes(plan.max_batch_size)
             self._graphs = GraphSet(self._forward, sizes, self.config.image_size, self.device)

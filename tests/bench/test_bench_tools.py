@@ -59,6 +59,42 @@ def test_load_generator_counts_requests_and_images(hf_dir: Path, tmp_path: Path,
     assert gone.ok == 0 and gone.errors == 2 and "ConnectionRefusedError" in gone.statuses  # server stopped
 
 
+def test_meta_copy_is_an_official_checkpoint_of_the_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from bench.models import meta_copy
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    path = meta_copy(model)
+    raw = torch.load(path, weights_only=True)
+    assert {"encoder", "target_encoder"} <= set(raw) and all(k.startswith("module.") for k in raw["target_encoder"])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(jepa.load_encoder(path)(x), jepa.load_encoder(model)(x), atol=1e-6)
+
+
+def test_source_goals_and_report_lines() -> None:
+    from bench.report_md import isa_line
+    from bench.source_bench import goals, markdown
+
+    point = {"images_s": 10.0}
+    part = {"kind": "hf", "source": "m-hf", "concurrency": 16, "median_ratio": 2.4, "min_cosine_vs_fp32": 0.9995,
+            "first_start_s": 80.0, "second_start_s": 5.0, "first_optimize": {"status": "built", "build_seconds": 70},
+            "info": {"backend": {"name": "onnxruntime", "dtype": "int8"}, "optimize": {"status": "cache hit"}},
+            "rounds": [{"service": point, "naive": point, "ratio": 2.4}]}  # fmt: skip
+    met = {g["goal"].split(": ", 1)[1]: g["met"] for g in goals(part)}
+    assert met == {
+        "service / naive images/s at c=16 (paired median)": False,
+        "min cosine vs fp32 embed()": True,
+        "non-503 errors in its rounds": True,
+    }
+    text = "\n".join(markdown(part))
+    assert "first start 80.0 s" in text and "second start 5.0 s (status cache hit)" in text
+    assert isa_line({}) == "ISA: not recorded." and "**avx2**" in isa_line(
+        {"isa": {"kind": "avx2", "flags": ["avx2"], "native_bf16": False, "vnni": False}}
+    )
+
+
 def test_gil_bench_measures_both_paths_at_each_switch_interval(tmp_path: Path) -> None:
     """A short run on small JPEGs: one row per (path, interval), every round timed, the interval restored."""
     import sys

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import REPO
+from tests.deploy.helpers import REPO
 from tests.jepa.hub_standin import StandIn
 
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from jepa import catalogue
-from tests.deploy.conftest import K8S_DIR, load_yaml
+from tests.deploy.helpers import K8S_DIR, load_yaml
 
 OVERLAY = K8S_DIR / "hub-model"
 K8S_VERSIONS = ["1.29.0", "1.34.0"]

@@ -8,14 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-
-def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Perturb every parameter (LayerNorm scales and biases included), so that a swapped or
-    missed tensor in a loader changes the output instead of hiding behind default values."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+from tests.helpers import randomize
 
 
 @pytest.fixture

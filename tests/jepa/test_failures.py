@@ -130,7 +130,7 @@ def test_hf_wrong_model_type(hf_dir):
     config = json.loads((hf_dir / "config.json").read_text())
     config["model_type"] = "vit"
     (hf_dir / "config.json").write_text(json.dumps(config))
-    refused(hf_dir, "Hugging Face IJepa config .*found 'vit'", named=hf_dir / "config.json")
+    refused(hf_dir, "Hugging Face IJepa or VJEPA2 config .*found 'vit'", named=hf_dir / "config.json")
 
 
 def test_hf_truncated_safetensors(hf_dir):
@@ -242,7 +242,7 @@ def test_files_that_are_not_checkpoints(tmp_path, content):
 
 def test_torch_saved_list_is_not_a_checkpoint(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth.tar")
-    refused(tmp_path / "list.pth.tar", "not an I-JEPA checkpoint: expected 'target_encoder' or 'encoder', found list")
+    refused(tmp_path / "list.pth.tar", "not a JEPA checkpoint: expected 'target_encoder' or 'encoder', found list")
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

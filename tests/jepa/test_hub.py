@@ -22,7 +22,7 @@ import jepa
 from jepa import ModelSourceError
 from jepa.formats import load
 from jepa.hub import HUB_FILES, resolve
-from tests.jepa.conftest import randomize
+from tests.helpers import randomize
 from tests.jepa.hub_standin import StandIn
 
 transformers = pytest.importorskip("transformers")
@@ -265,3 +265,16 @@ def test_short_name_fetches_the_catalogue_s_hub_repository(hub, hf_dir, tmp_path
     resolved = fetch(hub, tmp_path, "ijepa-vith14-1k")
     assert resolved.origin == f"hf:facebook/ijepa_vith14_1k@{repo.commit}"
     assert {p.name for p in resolved.path.iterdir()} == NEEDED
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "prefix"),
+    [("export", ["--out", "OUT", "--no-progress"], "error: cannot load ijepa-vith14-1k: facebook/ijepa_vith14_1k: "),
+     ("training.evaluate", ["--data", "DATA"], "error: facebook/ijepa_vith14_1k: ")],
+)  # fmt: skip
+def test_export_and_evaluate_take_names_and_fail_cleanly_offline(tmp_path, module, args, prefix):
+    args = [a.replace("OUT", str(tmp_path / "out")).replace("DATA", str(tmp_path / "data")) for a in args]
+    code = f"import runpy, sys; sys.argv[0] = {module!r}; runpy.run_module({module!r}, run_name='__main__')"
+    r = run(["ijepa-vith14-1k", *args], {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}, code)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(prefix) and "offline mode is on (HF_HUB_OFFLINE=1)" in r.stderr, r.stderr

@@ -114,7 +114,7 @@ def test_bad_image_in_a_batch_names_its_index(server, jpeg_bytes):
 
 def test_wrong_or_missing_content_type(server, jpeg_bytes):
     assert_error(post_raw(server, jpeg_bytes[1], "text/plain"), 415, "unsupported_media_type")
-    assert_error(post_raw(server, jpeg_bytes[1], None), 415, "unsupported_media_type")
+    assert_error(post_raw(server, jpeg_bytes[1], "application/x-www-form-urlencoded"), 415, "unsupported_media_type")
     assert_error(post_raw(server, jpeg_bytes[1], "application/json"), 400, "invalid_request")
 
 

@@ -4,6 +4,7 @@ and limits are checked from the header."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,31 @@ def test_pixel_limit_is_read_from_the_header():
     with pytest.raises(PayloadTooLarge, match="2000x1000") as err:
         decode_image(buf.getvalue(), 3, opts)
     assert err.value.index == 3
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "ijepa-vit-tiny-cifar10"
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="the shipped default model is not here")
+def test_shipped_32px_model_drafts_nearly_every_photo(photo_paths):
+    """For the shipped 32 px model the draft threshold is 2 x 4 x 32 = 256 px, so nearly every
+    photo is decoded at reduced scale: its global embedding moves by a relative error of a few
+    1e-3 against ``embed`` on the full decode (fp32, the photos as JPEG quality 90)."""
+    import jepa
+
+    model = jepa.load_encoder(SHIPPED)
+    cfg = model.config
+    draft = DecodeOptions(cfg.preprocess, cfg.image_size, 40_000_000, jpeg_draft=True, jpeg_draft_margin=4.0)
+    assert draft_target(draft) == 128
+    errors = {}
+    for path in photo_paths:
+        buf = io.BytesIO()
+        Image.open(path).convert("RGB").save(buf, "JPEG", quality=90)
+        data = buf.getvalue()
+        served = model.embed([Image.fromarray(decode_image(data, 0, draft))])["global"][0]
+        full = model.embed([Image.open(io.BytesIO(data))])["global"][0]
+        errors[path.name] = float(np.abs(served - full).max() / np.abs(full).max())
+    print("shipped model, draft vs full decode, rel err of the global embedding:",
+          {k: f"{v:.1e}" for k, v in errors.items()})  # fmt: skip
+    assert all(v > 0 for v in errors.values())  # every photo here (300 px and up) was drafted
+    assert max(errors.values()) < 2e-2

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.jepa.hub_standin import StandIn
-from tests.service.conftest import REPO, open_bytes, rel_err, start_subprocess
+from tests.service.helpers import REPO, open_bytes, rel_err, start_subprocess
 
 REPO_ID = "someone/jepa-tiny"
 

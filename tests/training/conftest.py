@@ -1,13 +1,19 @@
-"""Fixtures for the training tests: a small CIFAR .npz and a tiny config that trains in seconds on CPU."""
+"""Fixtures for the training tests: a CIFAR-10 archive in the official format made from real photos,
+converted by our own converter, and a tiny config that trains in seconds on CPU.
+
+Nothing here needs ../shared/data: a fresh clone runs every training test.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
+from PIL import Image
+from train_data_util import write_cifar_archive
+
+from training.datasets import convert_cifar10
 
 TINY = {
     "data": {"batch_size": 8, "crop_size": 16, "num_workers": 0, "pin_mem": False, "use_horizontal_flip": True},
@@ -20,31 +26,20 @@ TINY = {
 }  # fmt: skip
 
 
-def write_npz(src: Path, dst: Path, n: int, seed: int = 0) -> Path:
-    """A seeded random subset of ``n`` images of a CIFAR .npz, in the same layout."""
-    with np.load(src) as z:
-        jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
-    idx = np.random.default_rng(seed).permutation(len(labels))[:n]
-    blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in idx]
-    new_offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-    np.savez(dst, jpeg=np.concatenate(blobs), offsets=new_offsets, labels=labels[idx])
-    return dst
+@pytest.fixture(scope="session")
+def cifar_archive(photos: list[Image.Image], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar_archive(tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz", photos, 8, 64)
 
 
 @pytest.fixture(scope="session")
-def cifar_dir() -> Path:
-    """../shared/data/cifar10 as the top-level fixture finds it, or ``$JEPA_CIFAR_DIR`` (for a git worktree
-    whose parent has no shared/ folder)."""
-    for candidate in (Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10",
-                      Path(os.environ.get("JEPA_CIFAR_DIR", "/nonexistent"))):  # fmt: skip
-        if (candidate / "cifar10_test_jpeg.npz").is_file():
-            return candidate
-    pytest.skip("CIFAR-10 archives not found in ../shared/data/cifar10 (or $JEPA_CIFAR_DIR)")
+def cifar_npz(cifar_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Our .npz files (train: 40 images, test: 64), written by the converter from the archive."""
+    return convert_cifar10(cifar_archive, tmp_path_factory.mktemp("cifar10"))
 
 
 @pytest.fixture(scope="session")
-def small_npz(cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_npz(cifar_dir / "cifar10_test_jpeg.npz", tmp_path_factory.mktemp("data") / "small.npz", 64)
+def small_npz(cifar_npz: dict[str, Path]) -> Path:
+    return cifar_npz["test"]
 
 
 @pytest.fixture

@@ -33,3 +33,13 @@ def test_probes_separate_separable_features():
     assert linear_top1(x[:300], y[:300], x[300:], y[300:]) > 0.95
     noise = torch.randn(400, 16, generator=gen)
     assert linear_top1(noise[:300], y[:300], noise[300:], y[300:]) < 0.5
+
+
+def test_evaluate_reads_an_imagenet_layout_train_and_val(tiny_model_dir, photos, tmp_path, capsys):
+    """``--data ROOT --eval-data ROOT``: the training split from ROOT/train, the held-out one from ROOT/val."""
+    from train_data_util import imagenet_tree
+
+    root = imagenet_tree(tmp_path / "in1k", photos, per_class=4)
+    args = [str(tiny_model_dir), "--data", str(root), "--eval-data", str(root), "--device", "cpu", "--linear-iters=5"]
+    assert main(args) == 0
+    assert "train 12 images, held-out 3 images" in capsys.readouterr().out

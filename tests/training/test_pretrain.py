@@ -83,13 +83,58 @@ def test_nan_loss_names_the_step_and_saves_nothing(tiny_config, tmp_path, capsys
     assert not list((tmp_path / "run").glob("ckpt-*.pt")) and not (tmp_path / "run" / "model").exists()
 
 
-def test_time_budget_fixes_the_step_count(tiny_config, tmp_path):
-    assert main(["--config", str(tiny_config), "--meta.time_budget_min=0.15", "--meta.measure_steps=4"]) == 0
-    budget = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["type"] == "budget"]
-    assert len(budget) == 1 and budget[0]["step"] == 4
-    total = budget[0]["total_steps"]
-    assert f"total_steps: {total}" in (tmp_path / "run" / "config.yaml").read_text()
-    assert max(_losses(tmp_path / "run")) == total - 1
+def test_time_budget_bounds_the_whole_run_with_probes(tiny_config, small_npz, tmp_path, capsys):
+    """Everything (setup, probes, steps, checkpoints, model directory, plot) ends within the budget
+    plus the stated margin, by the run's own clock; the first lines say what will run. (The
+    assertion leaves 30 s beyond the stated margin so a loaded machine cannot fail it.)"""
+    from training.budget import MARGIN_S
+
+    budget_min = 0.5
+    args = ["--config", str(tiny_config), f"--meta.time_budget_min={budget_min}", "--optimization.epochs=100000",
+            "--meta.measure_steps=4",
+            f"--data.eval_path={small_npz}", "--data.eval_train_size=48", "--data.eval_test_size=16",
+            "--logging.probe_evals=3", "--logging.checkpoint_every=50"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("device: CPU") and out[1].startswith(f"data: {small_npz}: 64 images, 8 steps of 8")
+    assert out[2].startswith("model: vit_tiny width 192 depth 1 patch 4 at 16 px: encoder 0.")
+    assert out[3].startswith("plan: at most 800000 steps (100000 epochs), fewer if they do not fit the time budget")
+    run = tmp_path / "run"
+    records = read_log(run / "log.jsonl")
+    end = [r for r in records if r["type"] == "end"]
+    assert len(end) == 1 and end[0]["elapsed_s"] <= budget_min * 60 + MARGIN_S + 30
+    assert end[0]["elapsed_s"] >= 0.5 * budget_min * 60, "the budget should be used, not given away"
+    assert [r for r in records if r["type"] == "probe"], "no probe ran"
+    budget = [r for r in records if r["type"] == "budget"]  # fixed after <= 4 timed steps (fewer if slow)
+    assert len(budget) == 1 and 2 <= budget[0]["step"] <= 4 and budget[0]["step"] <= budget[0]["total_steps"] < 800_000
+    assert f"total_steps: {budget[0]['total_steps']}" in (run / "config.yaml").read_text()
+    assert max(_losses(run)) < budget[0]["total_steps"]
+    assert (run / "model" / "model.safetensors").is_file() and (run / "training.png").is_file()
+    assert sorted(run.glob("ckpt-*.pt"))[-1].name == f"ckpt-{end[0]['step']:08d}.pt"
+
+
+def test_official_config_trains_on_the_official_imagenet_layout(photos, tmp_path):
+    """in1k_vith14_ep300.yaml with its paths pointed at root/imagenet_full_size/061417/train/<wnid>/:
+    the data is found where the official code looks. ViT-H at 224 px cannot train on a test CPU,
+    so a second run also shrinks the model and batch, and takes two steps."""
+    from train_data_util import imagenet_tree
+
+    from training.config import load_config
+    from training.data import list_folder
+
+    datasets = tmp_path / "datasets"
+    imagenet_tree(datasets / "imagenet_full_size" / "061417", photos, per_class=4)
+    official = REPO / "training" / "configs" / "in1k_vith14_ep300.yaml"
+    paths = [f"--data.root_path={datasets}", f"--logging.folder={tmp_path / 'vith14'}"]
+    cfg = load_config(official, paths)  # only the paths changed
+    files, _, classes = list_folder(cfg.data.path)
+    assert len(files) == 12 and len(classes) == 3 and cfg.size == "huge"
+    small = ["--meta.model_name=vit_tiny", "--meta.encoder_depth=1", "--meta.pred_depth=1", "--meta.pred_emb_dim=48",
+             "--data.crop_size=32", "--mask.patch_size=8", "--mask.min_keep=2", "--data.batch_size=4",
+             "--data.num_workers=0", "--optimization.total_steps=2", "--meta.device=cpu"]  # fmt: skip
+    assert main(["--config", str(official), *paths, *small]) == 0
+    assert [r["step"] for r in read_log(tmp_path / "vith14" / "log.jsonl") if r["type"] == "end"] == [2]
+    assert jepa.load_encoder(tmp_path / "vith14" / "model").config.image_size == 32
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from train_data_util import imagenet_tree
 
-from training.data import Augment, DataError, crop_boxes, crop_resize, make_loader, read_npz
+from training.data import Augment, DataError, crop_boxes, crop_resize, list_folder, make_loader, read_npz
 
 AUG = Augment(16, (0.3, 1.0), True, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
@@ -59,3 +60,32 @@ def test_folder_loader_reads_imagenet_layout(photos, tmp_path):
     torch.testing.assert_close(next(resumed), second)
     with pytest.raises(DataError, match="not a directory"):
         make_loader(tmp_path / "nope", 2, AUG, 0, 0, 1, torch.device("cpu"), 0)
+
+
+def test_official_layout_reads_train_and_val_as_imagefolder(photos, tmp_path):
+    root = imagenet_tree(tmp_path / "imagenet_full_size" / "061417", photos)
+    (root / "train" / "n01440764" / "notes.txt").write_text("not an image")
+    nested = root / "train" / "n02102040" / "extra"
+    nested.mkdir()
+    photos[0].save(nested / "deep.png")  # ImageFolder walks class folders recursively
+    files, labels, classes = list_folder(root)
+    assert classes == ["n01440764", "n02102040", "n02979186"]
+    assert len(files) == 10 and np.bincount(labels).tolist() == [3, 4, 3]
+    assert all(f.is_relative_to(root / "train") for f in files)
+    # torchvision's order: sorted(os.walk(...)), so a class folder's own files precede its sub-folders'
+    assert [f.name for f in files[3:7]] == ["n02102040_0.JPEG", "n02102040_1.JPEG", "n02102040_2.JPEG", "deep.png"]
+    val_files, val_labels, _ = list_folder(root, "val")
+    assert len(val_files) == 3 and val_labels.tolist() == [0, 1, 2]
+
+
+def test_older_layout_without_train_still_works_and_empty_classes_are_named(photos, tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "flat" / c).mkdir(parents=True)
+        photos[0].save(tmp_path / "flat" / c / "x.jpg")
+    _, labels, classes = list_folder(tmp_path / "flat")
+    assert classes == ["a", "b"] and labels.tolist() == [0, 1]
+    (tmp_path / "flat" / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no images .* in class folder.*empty"):
+        list_folder(tmp_path / "flat")
+    with pytest.raises(DataError, match="no class sub-folders"):
+        list_folder(tmp_path / "flat" / "a")

@@ -1,0 +1,219 @@
+"""Video bytes -> one V-JEPA 2 clip ``uint8 [T, S, S, 3]``, through PyAV (FFmpeg); no torch.
+
+Runs in the decode pool, never on the event loop. What a stranger's bytes can make FFmpeg do is
+bounded before and while it runs:
+
+- the container is named from its magic bytes (MP4/MOV, Matroska/WebM, GIF) and opened with that
+  demuxer only, so FFmpeg never probes the rest of its formats (playlists that fetch URLs, ...);
+- the codec must be one of :data:`CODECS`;
+- frame size (``max_pixels``, checked on the header and on every decoded frame), duration,
+  frame count and wall time are limits: a first pass only demuxes (counts packets, cheap), the
+  second decodes and keeps just the sampled frames, each prepared like an image.
+
+A corrupt or truncated file is refused, never embedded from what happened to decode: FFmpeg
+errors, fewer frames than the MP4 index lists, a Matroska segment longer than the bytes sent,
+a GIF without its trailer. Errors are the service's typed 4xx (:mod:`service.errors`).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from jepa.config import Preprocess, Temporal
+from jepa.preprocess import prepare_image
+from jepa.video_preprocess import sample_indices
+from service.errors import ApiError, InvalidVideo, PayloadTooLarge, UnsupportedMediaType
+
+# ISO-BMFF major brands that are still images (HEIF/AVIF): those go to the image decoder.
+IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+CODECS = ("h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "gif", "mjpeg", "prores")
+_EBML = b"\x1a\x45\xdf\xa3"
+_SEGMENT = b"\x18\x53\x80\x67"
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video becomes a clip, and the limits on the work it may cost."""
+
+    preprocess: Preprocess
+    image_size: int
+    temporal: Temporal
+    max_pixels: int = 4096 * 2304
+    max_frames: int = 3600
+    max_duration_s: float = 120.0
+    timeout_s: float = 20.0
+
+
+def container_of(data: bytes) -> str | None:
+    """The FFmpeg demuxer for ``data`` (``mov``, ``matroska``, ``gif``), or None when it is no video."""
+    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip") and data[8:12] not in IMAGE_BRANDS:
+        return "mov"
+    if data.startswith(_EBML):
+        return "matroska"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    return None
+
+
+def decode_video(data: bytes, index: int, options: VideoOptions) -> np.ndarray:
+    """Decode one video into its clip ``uint8 [frames_per_clip, S, S, 3]``; raises :class:`ApiError`."""
+    fmt = container_of(data)
+    if fmt is None:
+        raise UnsupportedMediaType(f"video {index} is not MP4, MOV, WebM/Matroska or GIF", index=index)
+    _check_complete(data, fmt, index)
+    deadline = time.monotonic() + options.timeout_s
+    try:
+        count = _count_frames(data, fmt, index, options, deadline)
+        clip, decoded = _decode_frames(data, fmt, index, options, deadline, count)
+        if decoded != count and decoded > 0:  # packets that were no frames (e.g. invisible VP8 frames)
+            clip, decoded = _decode_frames(data, fmt, index, options, deadline, decoded)
+    except ApiError:
+        raise
+    except (av.FFmpegError, OSError, EOFError, IndexError, ValueError, MemoryError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise InvalidVideo(f"video {index} is corrupt or truncated ({type(e).__name__}: {reason})", index=index) from e
+    if decoded == 0:
+        raise InvalidVideo(f"video {index} has no decodable frames (corrupt or truncated)", index=index)
+    return clip
+
+
+def _open_stream(data: bytes, fmt: str, index: int) -> tuple[av.container.InputContainer, av.VideoStream]:
+    container = av.open(io.BytesIO(data), mode="r", format=fmt)
+    if not container.streams.video:
+        container.close()
+        raise InvalidVideo(f"video {index} has no video stream", index=index)
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name if stream.codec_context else "unknown"
+    if codec not in CODECS:
+        container.close()
+        raise UnsupportedMediaType(f"video {index} uses codec {codec!r}; supported: {', '.join(CODECS)}", index=index)
+    return container, stream
+
+
+def _check_pixels(width: int, height: int, index: int, options: VideoOptions) -> None:
+    if width * height > options.max_pixels:
+        raise PayloadTooLarge(
+            f"video {index} frames are {width}x{height} = {width * height} pixels, over the limit of "
+            f"{options.max_pixels}",
+            index=index,
+        )
+
+
+def _check_time(deadline: float, index: int, options: VideoOptions) -> None:
+    if time.monotonic() > deadline:
+        raise InvalidVideo(f"video {index} took longer than {options.timeout_s:g} s to decode", index=index)
+
+
+def _count_frames(data: bytes, fmt: str, index: int, options: VideoOptions, deadline: float) -> int:
+    """First pass: demux only. Checks size, duration and frame limits; returns the number of frames."""
+    container, stream = _open_stream(data, fmt, index)
+    with container:
+        _check_pixels(stream.codec_context.width, stream.codec_context.height, index, options)
+        if container.duration is not None and container.duration / 1e6 > options.max_duration_s:
+            raise PayloadTooLarge(
+                f"video {index} lasts {container.duration / 1e6:.1f} s, over the limit of {options.max_duration_s:g} s",
+                index=index,
+            )
+        count = 0
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            count += 1
+            seconds = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+            if count > options.max_frames or seconds > options.max_duration_s:
+                raise PayloadTooLarge(
+                    f"video {index} holds more than {options.max_frames} frames or {options.max_duration_s:g} s",
+                    index=index,
+                )
+            _check_time(deadline, index, options)
+        if stream.frames and count < stream.frames:
+            raise InvalidVideo(f"video {index} is truncated: {count} of {stream.frames} frames present", index=index)
+        return count
+
+
+def _decode_frames(
+    data: bytes, fmt: str, index: int, options: VideoOptions, deadline: float, count: int
+) -> tuple[np.ndarray, int]:
+    """Second pass: decode every frame, keep the sampled ones prepared; returns the clip and the frames seen."""
+    temporal = options.temporal
+    wanted = sample_indices(max(count, 1), temporal.frames_per_clip, temporal.frame_step)
+    kept: dict[int, np.ndarray] = {}
+    container, stream = _open_stream(data, fmt, index)
+    decoded = 0
+    with container:
+        for frame in container.decode(stream):
+            _check_pixels(frame.width, frame.height, index, options)
+            if decoded in wanted:
+                kept[decoded] = prepare_image(frame.to_image(), options.preprocess, options.image_size)
+            decoded += 1
+            _check_time(deadline, index, options)
+    if decoded == 0 or len(kept) < len(set(wanted)):
+        return np.empty(0, np.uint8), decoded
+    return np.stack([kept[i] for i in wanted]), decoded
+
+
+def _check_complete(data: bytes, fmt: str, index: int) -> None:
+    """Truncation that demuxers let pass silently: MP4/MOV boxes and a Matroska segment of declared
+    size must fit in the bytes sent (live recordings declare no segment size); a GIF must end in
+    its trailer."""
+    if fmt == "mov" and (end := _iso_boxes_end(data)) > len(data):
+        raise InvalidVideo(
+            f"video {index} is truncated: its MP4/MOV boxes declare {end} bytes, {len(data)} sent", index=index
+        )
+    if fmt == "gif" and not data.rstrip(b"\x00").endswith(b";"):
+        raise InvalidVideo(f"video {index} is a truncated GIF (no trailer)", index=index)
+    if fmt == "matroska":
+        try:
+            end = _matroska_segment_end(data)
+        except ValueError as e:
+            raise InvalidVideo(f"video {index} is corrupt or truncated ({e})", index=index) from e
+        if end is not None and end > len(data):
+            raise InvalidVideo(
+                f"video {index} is truncated: its WebM/Matroska segment declares {end} bytes, {len(data)} sent",
+                index=index,
+            )
+
+
+def _iso_boxes_end(data: bytes) -> int:
+    """Where the last top-level ISO-BMFF box ends by its declared size (size 0: to the end of the file)."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if size == 1:  # 64-bit size follows the type
+            if pos + 16 > len(data):
+                return pos + 16
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        elif size == 0:
+            return len(data)
+        if size < 8:
+            return len(data) + 1  # a box smaller than its own header: corrupt
+        pos += size
+    return pos if pos >= len(data) else pos + 8
+
+
+def _vint(data: bytes, pos: int) -> tuple[int, int, bool]:
+    """An EBML variable-length integer at ``pos``: (value, length, all value bits set = unknown)."""
+    if pos >= len(data) or data[pos] == 0:
+        raise ValueError("malformed EBML header")
+    length = 9 - data[pos].bit_length()
+    if pos + length > len(data):
+        raise ValueError("truncated EBML header")
+    value = data[pos] & ((1 << (8 - length)) - 1)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    return value, length, value == (1 << (7 * length)) - 1
+
+
+def _matroska_segment_end(data: bytes) -> int | None:
+    """Byte offset where the Segment ends, or None when its size is unknown (streamed files)."""
+    header_size, n, _ = _vint(data, 4)
+    pos = 4 + n + header_size
+    if data[pos : pos + 4] != _SEGMENT:
+        raise ValueError("no Segment after the EBML header")
+    size, n, unknown = _vint(data, pos + 4)
+    return None if unknown else pos + 4 + n + size

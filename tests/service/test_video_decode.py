@@ -1,0 +1,132 @@
+"""Video decoding (service/video.py) on real short videos from PyAV's encoders: every container
+and codec gives the right sampled frames, and every broken or oversized file a typed 4xx."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from video_util import AVAILABLE, LEVEL_STEP, make_audio_only, make_video
+
+from jepa.config import Temporal, vjepa2_preprocess
+from service.errors import ApiError, InvalidVideo, PayloadTooLarge, UnsupportedMediaType, status_of
+from service.video import VideoOptions, container_of, decode_video
+
+TEMPORAL = Temporal(frames_per_clip=4, frame_step=3, image_frames=4)
+
+
+def options(**limits: object) -> VideoOptions:
+    return VideoOptions(preprocess=vjepa2_preprocess(32), image_size=32, temporal=TEMPORAL, **limits)
+
+
+def source_frame(clip_frame: np.ndarray) -> int:
+    """Which source frame a decoded one was: the median level over the bar-free rows, / LEVEL_STEP."""
+    return round(float(np.median(clip_frame[8:])) / LEVEL_STEP)
+
+
+@pytest.mark.parametrize("kind", AVAILABLE)
+def test_each_container_and_codec_gives_the_centred_strided_clip(kind):
+    clip = decode_video(make_video(kind, frames=24), 0, options())
+    assert clip.shape == (4, 32, 32, 3) and clip.dtype == np.uint8
+    # 24 frames, clip of 4 frames 3 apart, centred: frames 6, 9, 12, 15
+    assert [source_frame(f) for f in clip] == [6, 9, 12, 15]
+
+
+@pytest.mark.parametrize("kind", AVAILABLE)
+def test_a_short_video_repeats_its_last_frame(kind):
+    clip = decode_video(make_video(kind, frames=5), 0, options())
+    assert [source_frame(f) for f in clip] == [0, 3, 3, 3]  # frames 0 and 3, then the last one taken again
+
+
+@pytest.mark.parametrize("kind", AVAILABLE)
+def test_truncation_at_any_offset_is_a_typed_4xx(kind):
+    data = make_video(kind, frames=12)
+    cuts = sorted(set(range(0, len(data), max(1, len(data) // 80))) | set(range(len(data) - 16, len(data))))
+    outcomes = {}
+    for cut in cuts:
+        with pytest.raises(ApiError) as info:
+            decode_video(data[:cut], 3, options())
+        assert 400 <= status_of(info.value) < 500, (cut, info.value)
+        assert info.value.index == 3
+        outcomes[type(info.value).__name__] = outcomes.get(type(info.value).__name__, 0) + 1
+    assert set(outcomes) <= {"InvalidVideo", "UnsupportedMediaType"}, outcomes
+    assert decode_video(data, 3, options()).shape == (4, 32, 32, 3)  # the whole file is fine
+
+
+@pytest.mark.parametrize("kind", AVAILABLE)
+def test_corrupted_bytes_give_a_typed_4xx_or_a_full_clip(kind):
+    """Decoders conceal some damage (that is their job); what they cannot must be a 4xx, never a crash."""
+    data = make_video(kind, frames=12)
+    rng = np.random.default_rng(len(data))
+    for trial in range(30):
+        damaged = bytearray(data)
+        at = rng.integers(0, len(data), size=8)
+        start = int(at[0])
+        span = slice(start, start + 1 + trial % 32)
+        damaged[span] = rng.integers(0, 256, size=len(damaged[span]), dtype=np.uint8).tobytes()
+        for i in at[1:]:
+            damaged[i] ^= 0xFF
+        try:
+            clip = decode_video(bytes(damaged), 0, options())
+        except ApiError as e:
+            assert 400 <= status_of(e) < 500
+        else:
+            assert clip.shape == (4, 32, 32, 3)
+
+
+def test_frame_size_duration_and_frame_count_limits_are_413():
+    data = make_video("mp4-h264", frames=24, width=64, height=48, rate=12)
+    with pytest.raises(PayloadTooLarge, match="64x48"):
+        decode_video(data, 0, options(max_pixels=64 * 48 - 1))
+    with pytest.raises(PayloadTooLarge, match=r"lasts 2\.0 s"):
+        decode_video(data, 0, options(max_duration_s=1.5))
+    with pytest.raises(PayloadTooLarge, match="more than 10 frames"):
+        decode_video(data, 0, options(max_frames=10))
+    assert decode_video(data, 0, options(max_pixels=64 * 48, max_frames=24, max_duration_s=2.0)).shape[0] == 4
+
+
+def test_streamed_webm_without_sizes_is_still_bounded_by_frames():
+    data = make_video("webm-vp9", frames=24)
+    with pytest.raises(PayloadTooLarge):
+        decode_video(data, 0, options(max_frames=5))
+
+
+def test_decode_time_limit_is_a_400():
+    with pytest.raises(InvalidVideo, match="took longer than"):
+        decode_video(make_video("mp4-h264", frames=24), 0, options(timeout_s=1e-9))
+
+
+def test_no_video_stream_and_unknown_containers():
+    with pytest.raises(InvalidVideo, match="no video stream"):
+        decode_video(make_audio_only(), 1, options())
+    with pytest.raises(UnsupportedMediaType):
+        decode_video(b"\xff\xd8\xff\xe0" + bytes(100), 1, options())  # a JPEG header
+    with pytest.raises(InvalidVideo):
+        decode_video(b"\x00\x00\x00\x18ftypisom" + bytes(200), 1, options())
+    with pytest.raises(InvalidVideo):
+        decode_video(b"\x1a\x45\xdf\xa3" + bytes(64), 1, options())
+
+
+def test_unsupported_codec_is_415():
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mov") as container:
+        stream = container.add_stream("png", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "rgb24"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(UnsupportedMediaType, match="codec 'png'"):
+        decode_video(buf.getvalue(), 0, options())
+
+
+def test_container_sniffing_leaves_still_images_to_the_image_decoder():
+    assert container_of(make_video("mp4-h264", frames=2)) == "mov"
+    assert container_of(make_video("webm-vp8", frames=2)) == "matroska"
+    assert container_of(b"GIF89a" + bytes(10)) == "gif"
+    assert container_of(b"\x00\x00\x00\x18ftypheic" + bytes(10)) is None  # HEIC photo
+    assert container_of(b"\x00\x00\x00\x1cftypavif" + bytes(10)) is None  # AVIF photo
+    assert container_of(b"\x89PNG\r\n\x1a\n" + bytes(10)) is None
