@@ -18,10 +18,11 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 START=$SECONDS
 if [[ -d .whl && "${JEPA_GPU_BENCH_CPU_CHECK:-0}" != 1 ]]; then  # a box without network: the service's wheels, carried (bench/gpu_wheels.sh)
-  { "$PY" -m pip install -q --no-index --find-links .whl -r deploy/requirements-runtime.txt py-spy pytest \
-      pytest-timeout lazy_loader \
-    && "$PY" -m pip install -q --no-index --no-deps --find-links .whl scikit-image; } > "$OUT/pip.txt" 2>&1 \
-    || echo "pip install from .whl failed: see $OUT/pip.txt"
+  { "$PY" -m pip install -q --no-index --find-links .whl -r .whl/requirements.txt pytest pytest-timeout \
+    || while read -r req; do  # one wheel missing must not keep the others out
+         "$PY" -m pip install -q --no-index --find-links .whl "$req" || echo "not installed: $req"
+       done < <(cat .whl/requirements.txt; echo pytest; echo pytest-timeout); } > "$OUT/pip.txt" 2>&1
+  export JEPA_BENCH_PHOTO_DIR="$PWD/.whl/photos"  # scikit-image's photos, without its wheel
 fi
 { nvidia-smi || true; } > "$OUT/nvidia-smi.txt" 2>&1
 "$PY" -m pip list 2>/dev/null | grep -i -E "torch|onnx|fastapi|uvicorn|httpx|pydantic|numpy|pillow|scikit|simplejpeg|transformers" > "$OUT/packages.txt" || true
@@ -50,7 +51,8 @@ EOF
 if [[ "${JEPA_GPU_BENCH_CPU_CHECK:-0}" == "1" ]]; then
   set -- --size tiny --patch 16 --image-size 64 --device cpu --matmul 512 --batch-sizes 1,4 --min-time 0.3 \
          --concurrency 8 --client-procs 2 --duration 3 --quick --profile 2 \
-         --variants torch-bf16-graphs,graphs-procs8,torch-bf16-2workers --full 1 \
+         --variants torch-bf16-graphs,graphs-procs8 --full 1 \
+         --service-args "--max-batch-size 16 --max-concurrent-requests 512 --max-queue 1024" \
          --parts matmul,ceiling,service,naive,kernels --kernels sdpa-auto,sdpa-math "$@"
   JEPA_GPU_TESTS_TIMEOUT="${JEPA_GPU_TESTS_TIMEOUT:-0}"
   JEPA_GPU_BENCH_TIMEOUT="${JEPA_GPU_BENCH_TIMEOUT:-900}"  # 2 shared cores, not a GPU box

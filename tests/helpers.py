@@ -8,10 +8,11 @@ import torch
 
 
 def skimage_data_dir() -> Path:
-    """Where scikit-image's wheel keeps its sample photos (no download needed)."""
-    import skimage.data
+    """Where scikit-image's wheel keeps its sample photos (no download needed), or
+    ``JEPA_BENCH_PHOTO_DIR`` (a GPU box that got the photos without the wheel, bench/gpu.sh)."""
+    from bench.images import photo_dir
 
-    return Path(skimage.data.__file__).parent
+    return photo_dir()
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
