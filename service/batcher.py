@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class Batcher:
         self._wakeup.set()
         return [e.future for e in entries]
 
-    def reserve(self, n: int):
+    def reserve(self, n: int) -> AbstractContextManager[None]:
         """Room for ``n`` images while they are decoded (see :meth:`ImageQueue.reserve`)."""
         return self.queue.reserve(n)
 
