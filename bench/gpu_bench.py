@@ -36,7 +36,7 @@ from bench.gpu_report import markdown
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Service configurations to compare, by name: extra flags for ``python -m service``.
 VARIANTS = {
-    # the service's default on a GPU (CUDA graphs, --gpu-decode auto: nvJPEG where torchvision has it)
+    # the service's default on a GPU (CUDA graphs; --gpu-decode is off by default until measured)
     "torch-bf16-graphs": "--backend torch --dtype bfloat16 --cuda-graphs",
     "torch-bf16-graphs-procs8": "--backend torch --dtype bfloat16 --cuda-graphs --decode-processes 8",
     "torch-bf16": "--backend torch --dtype bfloat16 --no-cuda-graphs",  # eager: one launch per operator
@@ -54,8 +54,8 @@ VARIANTS = {
 # Service cases by name (service_cases): small JPEGs 1 or 8 per request, 3 MP JPEGs 1 per request.
 CASES = ("small1", "small8", "large1")
 # the first two run every case (--full 2); ort-fp16 runs where onnxruntime-gpu is installed
-# issue 13's run: GPU decode (the default), CPU decode, decode processes (graphs-switch5 by hand)
-DEFAULT_VARIANTS = "torch-bf16-graphs,graphs-cpudecode,graphs-procs8"
+# issue 13's run: GPU decode (on), the default (CPU decode), decode processes (graphs-switch5 by hand)
+DEFAULT_VARIANTS = "graphs-gpudecode,torch-bf16-graphs,graphs-procs8"
 PARTS = ("matmul", "model", "ceiling", "service", "naive", "kernels", "compile", "onnx")
 DEFAULT_PARTS = "matmul,model,ceiling,service,naive,kernels,compile"  # onnx: where onnxruntime-gpu is carried
 

@@ -86,11 +86,12 @@ class Settings(BaseSettings):
         "and flash are the candidates on Hopper GPUs; bench/gpu_bench.py's ceiling part measures each.",
     )
     gpu_decode: Literal["auto", "on", "off"] = Field(
-        "auto",
+        "off",
         description="torch on cuda: decode baseline JPEGs with nvJPEG (torchvision.io.decode_jpeg, in batches) and "
         "orient, resize and crop them on the GPU; other images fall back to the CPU path one by one "
         "(jepa_decode_path_total). auto = on when the backend is torch on cuda and torchvision's nvJPEG "
-        "decodes there; on = refuse to start without it (pip install 'jepa-embed[gpu]').",
+        "decodes there; on = refuse to start without it (pip install 'jepa-embed[gpu]'). Off by default until "
+        "its -m gpu tests and bench/gpu.sh have run on a GPU.",
     )
     batch_probe: bool = Field(
         True,
