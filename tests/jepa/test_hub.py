@@ -278,3 +278,26 @@ def test_export_and_evaluate_take_names_and_fail_cleanly_offline(tmp_path, modul
     r = run(["ijepa-vith14-1k", *args], {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}, code)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith(prefix) and "offline mode is on (HF_HUB_OFFLINE=1)" in r.stderr, r.stderr
+
+
+def test_a_vjepa2_repository_by_name_serves_its_encoder(hub, tmp_path):
+    """A V-JEPA 2 repository in the layout of facebook/vjepa2-vitl-fpc64-256 (config.json with
+    model_type vjepa2, model.safetensors holding encoder and predictor) loads by name as the
+    encoder of transformers' VJEPA2Model."""
+    torch.manual_seed(0)
+    shape = dict(hidden_size=48, num_attention_heads=3, num_hidden_layers=2, crop_size=32, patch_size=16)
+    predictor = dict(pred_hidden_size=24, pred_num_attention_heads=2, pred_num_hidden_layers=1, frames_per_clip=4)
+    config = transformers.VJEPA2Config(tubelet_size=2, **shape, **predictor)
+    reference = transformers.VJEPA2Model(config)
+    randomize(reference, 0)
+    reference.eval()
+    saved = tmp_path / "vjepa2_tiny"
+    reference.save_pretrained(saved)
+    hub.add_repo("facebook/vjepa2_tiny_test", {p.name: p.read_bytes() for p in saved.iterdir()})
+    resolved = fetch(hub, tmp_path / "cache", "facebook/vjepa2_tiny_test")
+    model = load(resolved.path)
+    assert model.config.family == "vjepa2"
+    clip = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(pixel_values_videos=clip, skip_predictor=True).last_hidden_state
+        torch.testing.assert_close(model(clip), expected, rtol=1e-4, atol=1e-5)
