@@ -50,6 +50,7 @@ class DecodeSlots:
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self._slots = asyncio.Semaphore(workers)
+        self.in_flight = 0  # slots taken: decodes running, timed-out ones included until they end
 
     async def decode_all(
         self, blobs: Sequence[bytes], options: DecodeOptions, video: VideoOptions | None = None
@@ -75,7 +76,7 @@ class DecodeSlots:
             job = self._start_video(data, index, video, started.set) if is_video and video else None
             work = asyncio.ensure_future(job or self._start(data, index, options, started.set))
         except BaseException:  # the pool is shut down: no work started, so the slot is free again
-            self._slots.release()
+            self._release()
             raise
         work.add_done_callback(self._give_back)
         if is_video and video is not None:
@@ -110,6 +111,7 @@ class DecodeSlots:
     async def _take_slot(self, index: int) -> None:
         try:
             await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
+            self.in_flight += 1
         except asyncio.TimeoutError as e:
             raise Overloaded(
                 f"image {index}: every decode worker stayed busy for {self.timeout_s:g} s; retry later",
@@ -133,7 +135,11 @@ class DecodeSlots:
         on_start()
         return future
 
-    def _give_back(self, work: asyncio.Future[np.ndarray]) -> None:
+    def _release(self) -> None:
+        self.in_flight -= 1
         self._slots.release()
+
+    def _give_back(self, work: asyncio.Future[np.ndarray]) -> None:
+        self._release()
         if not work.cancelled():
             work.exception()  # retrieved here, so an abandoned (timed-out) decode's error is not logged as lost
