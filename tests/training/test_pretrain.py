@@ -106,10 +106,10 @@ def test_time_budget_bounds_the_whole_run_with_probes(tiny_config, small_npz, tm
     assert [r for r in records if r["type"] == "probe"], "no probe ran"
     budget = [r for r in records if r["type"] == "budget"]  # fixed after <= 4 timed steps (fewer if slow)
     assert len(budget) == 1 and 2 <= budget[0]["step"] <= 4 and budget[0]["step"] <= budget[0]["total_steps"] < 800_000
-    # The budget is used, not given away: it plans well beyond the steps it timed. (Not the elapsed
-    # time: steps are planned from the timed ones, so a machine that gets quieter after the timing
-    # ends the run early, as seen once in CI at 4.6 s of a 30 s budget.)
-    assert budget[0]["total_steps"] >= 10 * budget[0]["step"], budget[0]
+    # The budget is used, not given away: it plans beyond the steps it timed. (Not the elapsed time,
+    # nor a multiple: steps are planned from the timed ones, whose speed follows the machine's load;
+    # the planning arithmetic itself is tested on a fake clock in test_budget.py.)
+    assert budget[0]["total_steps"] > budget[0]["step"], budget[0]
     assert f"total_steps: {budget[0]['total_steps']}" in (run / "config.yaml").read_text()
     assert max(_losses(run)) < budget[0]["total_steps"]
     assert (run / "model" / "model.safetensors").is_file() and (run / "training.png").is_file()
