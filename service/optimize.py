@@ -45,7 +45,7 @@ from pathlib import Path
 
 from jepa.contract import CONFIG_FILE, WEIGHTS_FILE, graph_for_dtype, read_record
 from jepa.errors import CheckpointError
-from jepa.formats import detect_format, native
+from jepa.formats import detect_format, native, shards
 from service import cache
 from service.cpu_features import CpuIsa, cpu_isa
 from service.settings import Settings
@@ -136,15 +136,18 @@ def cache_key(source: Path) -> tuple[str, dict[str, object]]:
     fmt = detect_format(source)
     if fmt == "native":
         native.read_config(source)  # an invalid config fails here, naming the problem, not in the export
-    weights = source if fmt == "meta" else source / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(weights, "no weights file to build from")
+    if fmt == "hf":
+        weights = shards.weight_files(source)  # one file, or the shards its index names
+    else:
+        weights = [source if fmt == "meta" else source / WEIGHTS_FILE]
+        if not weights[0].is_file():
+            raise CheckpointError(weights[0], "no weights file to build from")
     configs = {} if fmt == "meta" else {n: cache.file_sum(source / n)["sha256"] for n in SOURCE_CONFIGS
                                         if (source / n).is_file()}  # fmt: skip
     identity: dict[str, object] = {
         "format": fmt,
         "name": source.name,
-        "weights_sha256": cache.file_sum(weights)["sha256"],
+        "weights_sha256": shards.weights_sha256(weights),
         "configs_sha256": configs,
         "versions": {n: _version(n) for n in KEY_VERSIONS},
         "recipe": list(RECIPE),

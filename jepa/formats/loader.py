@@ -16,8 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from jepa.config import ModelConfig, Preprocess, Provenance, vjepa2_preprocess
+from jepa.contract import WEIGHTS_FILE
 from jepa.errors import CheckpointError, ConfigError
-from jepa.formats import _read_json_object, hf, meta, native, vjepa2
+from jepa.formats import _read_json_object, hf, meta, native, shards, vjepa2
 from jepa.vit import Encoder
 from jepa.vjepa2 import VideoEncoder
 
@@ -45,14 +46,26 @@ def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Pa
     return model.eval()
 
 
-def _read_safetensors(path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(path, "Hugging Face directory has no model.safetensors")
-    try:
-        return weights, load_file(weights)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(weights, f"unreadable safetensors file: {e}") from e
+def _read_safetensors(path: Path) -> tuple[Path, str, dict[str, torch.Tensor]]:
+    """``(file to name in errors, weights sha256, tensors)`` of a Hugging Face directory, from
+    ``model.safetensors`` or from the shards its index names (:mod:`jepa.formats.shards`)."""
+    files = shards.weight_files(path)
+    expected = shards.shard_map(path / shards.INDEX_FILE) if len(files) > 1 or files[0].name != WEIGHTS_FILE else None
+    state: dict[str, torch.Tensor] = {}
+    for weights in files:
+        try:
+            part = load_file(weights)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(weights, f"unreadable safetensors file: {e}") from e
+        if expected is not None:
+            stray = sorted(k for k in part if expected.get(k) != weights.name)
+            if stray:
+                raise CheckpointError(weights, f"holds tensors the index puts elsewhere or not at all: {stray[:5]}")
+        state.update(part)
+    if expected is not None and (missing := sorted(set(expected) - set(state))):
+        raise CheckpointError(path / shards.INDEX_FILE, f"tensors named by the index are in no shard: {missing[:5]}")
+    named = files[0] if len(files) == 1 else path / shards.INDEX_FILE
+    return named, shards.weights_sha256(files), state
 
 
 def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
@@ -60,7 +73,7 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     hf_config = _read_json_object(path / "config.json")
     if hf_config.get("model_type") == "vjepa2":
         return read_hf_vjepa2(path, hf_config)
-    weights, raw = _read_safetensors(path)
+    weights, digest, raw = _read_safetensors(path)
     try:
         state = hf.convert_hf(raw)
     except (ConfigError, RuntimeError) as e:  # RuntimeError: q/k/v of different shapes cannot be fused
@@ -77,7 +90,7 @@ def read_hf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
         preprocess = hf.preprocess_from_hf(processor, arch.image_size)
     except (ConfigError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(processor_path, f"unsupported preprocessing: {e}") from e
-    provenance = Provenance(source=f"hf:{path}", weights_sha256=native.sha256_file(weights))
+    provenance = Provenance(source=f"hf:{path}", weights_sha256=digest)
     return ModelConfig(name=path.name, architecture=arch, preprocess=preprocess, provenance=provenance), state
 
 
@@ -87,7 +100,7 @@ def read_hf_vjepa2(path: Path, hf_config: dict[str, Any]) -> tuple[ModelConfig, 
     Preprocessing is V-JEPA 2's evaluation transform at the config's ``crop_size`` (what
     ``VJEPA2VideoProcessor`` derives from it too), so processor files are not needed.
     """
-    weights, raw = _read_safetensors(path)
+    weights, digest, raw = _read_safetensors(path)
     try:
         state = vjepa2.convert_hf(raw)
     except (ConfigError, RuntimeError) as e:
@@ -96,7 +109,7 @@ def read_hf_vjepa2(path: Path, hf_config: dict[str, Any]) -> tuple[ModelConfig, 
         arch, temporal = vjepa2.architecture_from_hf(hf_config)
     except (ConfigError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(path / "config.json", f"unsupported Hugging Face config: {e}") from e
-    provenance = Provenance(source=f"hf:{path}", weights_sha256=native.sha256_file(weights))
+    provenance = Provenance(source=f"hf:{path}", weights_sha256=digest)
     config = ModelConfig(
         name=path.name,
         family="vjepa2",
