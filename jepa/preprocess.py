@@ -70,11 +70,22 @@ def resize_and_crop(image: Image.Image, config: Preprocess, image_size: int) -> 
 
     ``shorter_crop`` sizes and crop offsets are rounded down, as Hugging Face's processors do.
     """
+    resized, crop = resize_for_crop(image, config, image_size)
+    return resized if crop is None else resized.crop(crop)
+
+
+def resize_for_crop(
+    image: Image.Image, config: Preprocess, image_size: int
+) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    """The resize of :func:`resize_and_crop` and the crop box still to cut from it (None: the
+    resized image is the result). Split so that a caller holding the pixels as an array can cut
+    the box there (:mod:`service.jpeg_nogil`: no Pillow call, so no GIL hand-over, after the resize).
+    """
     resample = RESAMPLING[config.interpolation]
     if config.resize == "squash":
         if image.size == (image_size, image_size):
-            return image
-        return _bounded_resize(image, (image_size, image_size), resample)
+            return image, None
+        return _bounded_resize(image, (image_size, image_size), resample), None
     short = config.resize_size or image_size
     if short < image_size:
         raise ValueError(f"resize_size {short} is smaller than the crop {image_size}")
@@ -88,10 +99,10 @@ def resize_and_crop(image: Image.Image, config: Preprocess, image_size: int) -> 
         # PNG whole to a 32 px shorter side would first make a 32 x 3,200,000 image (300 MB).
         sx, sy = w / new_w, h / new_h
         box = (left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy)
-        return _bounded_resize(image, (image_size, image_size), resample, box)
+        return _bounded_resize(image, (image_size, image_size), resample, box), None
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), resample=resample)
-    return image.crop(crop) if (new_w, new_h) != (image_size, image_size) else image
+    return image, crop if (new_w, new_h) != (image_size, image_size) else None
 
 
 def _bounded_resize(

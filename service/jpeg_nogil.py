@@ -7,7 +7,8 @@ event loop, the inference thread) taking it back waits for the switch interval, 
 thread kept only about a third of its solo rate (``python -m bench.gil_bench``, docs/BENCHMARKS.md).
 simplejpeg (libjpeg-turbo, a pip wheel) decodes the whole buffer in one ``nogil`` call, and into
 RGBX, which Pillow wraps without a copy, so what is left is one wait per Pillow step after it
-(resize, crop, copy-out) instead of one per 64 KiB.
+instead of one per 64 KiB: the resize (two passes) and the transpose of a rotated photo. The
+crop, the drop of the pad byte and the copy-out hold the GIL throughout (:func:`to_rgb_array`).
 
 The result is **bit-for-bit** what ``Image.open(...).load()`` + :func:`jepa.preprocess.prepare_image`
 give: simplejpeg decodes with the same libjpeg-turbo settings Pillow uses (slow integer IDCT,
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from jepa.config import Preprocess
-from jepa.preprocess import prepare_image, resize_and_crop
+from jepa.preprocess import prepare_image, resize_for_crop
 
 # EXIF orientation -> the transpose that undoes it (ImageOps.exif_transpose's table).
 _ORIENTATION = {
@@ -59,11 +60,26 @@ def prepare(image: Image.Image, data: bytes, preprocess: Preprocess, image_size:
     if pixels is None:
         image.load()
         return prepare_image(image, preprocess, image_size)
-    oriented = _orient(pixels, image)
-    out = resize_and_crop(oriented, preprocess, image_size)
-    if out.mode != "RGB":
-        out = out.convert("RGB")  # RGBX -> RGB drops the pad byte; L -> RGB as to_rgb does
-    return np.asarray(out, dtype=np.uint8)
+    resized, crop = resize_for_crop(_orient(pixels, image), preprocess, image_size)
+    return to_rgb_array(resized, crop)
+
+
+def to_rgb_array(image: Image.Image, crop: tuple[int, int, int, int] | None) -> np.ndarray:
+    """An RGBX or L image, cut to ``crop``, as ``uint8 [S, S, 3]``: bit for bit what Pillow's
+    crop, ``convert("RGB")`` (RGBX drops the pad byte; L repeats its level) and ``np.asarray``
+    give, without giving the GIL up. Why: every C call that gives it up must take it back, a wait
+    of up to the switch interval beside a thread running Python, and Pillow's crop and convert
+    and numpy's strided copy all give it up (for 0.2 ms of work each). ``tobytes`` packs the
+    pixels holding the GIL, and the crop is a join of row slices (0.1 ms for 224 rows).
+    """
+    width, height = image.size
+    raw = image.tobytes("raw", "L" if image.mode == "L" else "RGB")
+    channels = 1 if image.mode == "L" else 3
+    left, top, right, bottom = crop or (0, 0, width, height)
+    row = width * channels
+    rows = bytearray().join(raw[y * row + left * channels : y * row + right * channels] for y in range(top, bottom))
+    pixels = np.frombuffer(rows, np.uint8).reshape(bottom - top, right - left, channels)  # writable: a bytearray
+    return np.repeat(pixels, 3, axis=2) if channels == 1 else pixels
 
 
 def decode_jpeg(image: Image.Image, data: bytes) -> Image.Image | None:

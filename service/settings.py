@@ -172,13 +172,13 @@ class Settings(BaseSettings):
     video_max_duration_s: float = Field(120.0, gt=0, description="Longest video, in seconds (413 beyond).")
     video_timeout_s: float = Field(20.0, gt=0, description="Longest decode of one video before a 400.")
     gil_switch_interval_ms: float = Field(
-        1.0,
+        0.5,
         gt=0,
         le=100,
         description="Python's thread switch interval for the server process (sys.setswitchinterval; Python's "
-        "default is 5). A decode thread that comes back from C code (libjpeg, a resize) waits up to this long "
-        "for the GIL while the event loop or the inference thread runs Python, once per C call: at 5 ms that "
-        "wait rivals a 3 MP decode (python -m bench.gil_bench, docs/BENCHMARKS.md).",
+        "default is 5). A decode thread that comes back from C code (libjpeg, a resize pass) waits up to this "
+        "long for the GIL while the event loop or the inference thread runs Python, about four times per JPEG: "
+        "at 5 ms that wait rivals a 3 MP decode (python -m bench.gil_bench, docs/BENCHMARKS.md).",
     )
     jpeg_draft: bool = Field(
         True,
