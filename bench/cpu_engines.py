@@ -19,16 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.ceiling import onnx_runner, time_forward
+from bench.ceiling import time_forward
 from bench.report import machine
 from bench.report_md import isa_line
+from jepa.contract import OUTPUT_SPECS
 
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 [B, 3, S, S] -> global embedding [B, D]
 
 
 def ort(graph: Path) -> Runner:
-    run = onnx_runner(graph, "cpu")
-    return lambda x: np.asarray(run(x)[1])  # outputs: patch_embeddings, global_embedding
+    from service.backends.onnx import make_session
+
+    session = make_session(graph, ["CPUExecutionProvider"], 0, spin=True)  # as the service builds it
+    name = session.get_inputs()[0].name
+    return lambda x: np.asarray(session.run([OUTPUT_SPECS["global"].tensor], {name: x})[0])
 
 
 def openvino(graph: Path, precision: str | None) -> Runner:
