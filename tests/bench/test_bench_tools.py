@@ -114,3 +114,20 @@ def test_gil_bench_measures_both_paths_at_each_switch_interval(tmp_path: Path) -
         assert len(row["rounds"]) == 2 and row["share_median"] > 0
         for r in row["rounds"]:
             assert r["solo"]["images"] >= 3 and r["busy"]["images"] >= 3 and r["busy"]["cpu_ms"] > 0
+
+
+def test_video_bench_times_both_sides_and_reads_the_servers_forward(tmp_path: Path, monkeypatch) -> None:
+    """A tiny V-JEPA 2 model through the whole bench: a ceiling worker process, a real server, the
+    MP4 and the JPEG; every round has both rates, and the server's own forward is a share of a
+    request's time (between 0 and 1: the request also decodes and answers)."""
+    from bench import video_bench
+
+    monkeypatch.setattr(video_bench, "CACHE", tmp_path)
+    model = video_bench.video_model("tiny", 64, 2, cache=tmp_path)
+    out = video_bench.measure(model, rounds=2, per_round=2, log=tmp_path / "server.log")
+    assert len(out["rounds"]) == 2
+    for kind in ("clips_s", "images_s"):
+        for r in out["rounds"]:
+            assert r[kind]["ceiling"] > 0 and r[kind]["service"] > 0
+            assert r[kind]["stages_ms"]["batch_size"] == 1.0 and r[kind]["stages_ms"]["batches"] == 3
+        assert 0 < out[kind]["in_model_share"] < 1
