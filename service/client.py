@@ -1,5 +1,9 @@
 """Python client for the service: ``JepaClient(url).embed(images) -> numpy``, sync and async (httpx).
 
+``embeddings(images, outputs=...)`` returns every output asked for (``global``, ``patch``,
+``multilayer``) as a named :class:`jepa.contract.Embeddings` of numpy arrays, the same result type
+the service passes from backend to response; ``embed`` is its short form for the common cases.
+
 Images go up as multipart files (paths and bytes as they are, PIL images and uint8 arrays as
 PNG) and results come back as safetensors, so no float is ever printed as text. Errors raise
 :class:`ServiceError` with the server's status, type, message and failing index.
@@ -14,6 +18,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from jepa.contract import OUTPUT_SPECS, OUTPUTS, Embeddings, Output
 
 ImageLike = Any  # a path (str | Path), file bytes, a PIL.Image.Image or a uint8 [H, W, 3] array
 SAFETENSORS = "application/vnd.safetensors"
@@ -41,15 +47,18 @@ def _file_bytes(image: ImageLike) -> bytes:
     raise TypeError(f"cannot send {type(image).__name__} as an image: pass a path, bytes, PIL image or uint8 array")
 
 
-def _request_args(images: Sequence[ImageLike], patches: bool, normalize: bool) -> dict[str, Any]:
+def _request_args(images: Sequence[ImageLike], outputs: Sequence[Output], normalize: bool) -> dict[str, Any]:
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown or "global" not in outputs:
+        raise ValueError(f"outputs must include 'global' and be among {', '.join(OUTPUTS)}: got {list(outputs)}")
     if isinstance(images, (str, Path, bytes, np.ndarray)) or hasattr(images, "save"):
         images = [images]  # one image given on its own
     files = [("image", (f"image{i}", _file_bytes(im), "application/octet-stream")) for i, im in enumerate(images)]
-    params: dict[str, Any] = {"outputs": "global,patch" if patches else "global", "normalize": str(normalize).lower()}
+    params: dict[str, Any] = {"outputs": ",".join(outputs), "normalize": str(normalize).lower()}
     return {"files": files, "params": params, "headers": {"Accept": SAFETENSORS}}
 
 
-def _parse(response: httpx.Response, patches: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def _parse(response: httpx.Response) -> Embeddings[np.ndarray]:
     if response.status_code != 200:
         try:
             err = response.json()["error"]
@@ -59,7 +68,15 @@ def _parse(response: httpx.Response, patches: bool) -> np.ndarray | tuple[np.nda
     from safetensors.numpy import load
 
     arrays = load(response.content)
-    return (arrays["embedding"], arrays["patch_embeddings"]) if patches else arrays["embedding"]
+    return Embeddings(**{spec.tensor: arrays.get(spec.field) for spec in OUTPUT_SPECS.values()})
+
+
+def _embed_result(result: Embeddings[np.ndarray], patches: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    return (result.global_embedding, result.patch_embeddings) if patches else result.global_embedding
+
+
+def _outputs(patches: bool) -> tuple[Output, ...]:
+    return ("global", "patch") if patches else ("global",)
 
 
 class JepaClient:
@@ -72,7 +89,13 @@ class JepaClient:
     def embed(
         self, images: Sequence[ImageLike] | ImageLike, patches: bool = False, normalize: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        return _parse(self._http.post("/embed", **_request_args(images, patches, normalize)), patches)
+        return _embed_result(self.embeddings(images, _outputs(patches), normalize), patches)
+
+    def embeddings(
+        self, images: Sequence[ImageLike] | ImageLike, outputs: Sequence[Output] = OUTPUTS, normalize: bool = False
+    ) -> Embeddings[np.ndarray]:
+        """Every output in ``outputs`` (default: all three), by name; the others are ``None``."""
+        return _parse(self._http.post("/embed", **_request_args(images, outputs, normalize)))
 
     def info(self) -> dict[str, Any]:
         response = self._http.get("/info")
@@ -99,7 +122,13 @@ class AsyncJepaClient:
     async def embed(
         self, images: Sequence[ImageLike] | ImageLike, patches: bool = False, normalize: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        return _parse(await self._http.post("/embed", **_request_args(images, patches, normalize)), patches)
+        return _embed_result(await self.embeddings(images, _outputs(patches), normalize), patches)
+
+    async def embeddings(
+        self, images: Sequence[ImageLike] | ImageLike, outputs: Sequence[Output] = OUTPUTS, normalize: bool = False
+    ) -> Embeddings[np.ndarray]:
+        """Every output in ``outputs`` (default: all three), by name; the others are ``None``."""
+        return _parse(await self._http.post("/embed", **_request_args(images, outputs, normalize)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

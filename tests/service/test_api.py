@@ -143,6 +143,28 @@ def test_client_sync_and_async(server, jpeg_bytes, photo_paths, tiny_encoder, ph
     assert rel_err(asyncio.run(go()), expected["global"]) < 1e-4
 
 
+@pytest.mark.parametrize("outputs", [("global",), ("global", "multilayer"), ("global", "patch", "multilayer")])
+def test_client_embeddings_returns_every_output_asked_for_by_name(server, jpeg_bytes, tiny_encoder, outputs):
+    ref = tiny_encoder.embed([open_bytes(b) for b in jpeg_bytes[:2]], outputs=outputs)
+    with JepaClient(server.url) as client:
+        result = client.embeddings(jpeg_bytes[:2], outputs)
+    assert result.present() == frozenset(outputs)
+    for name in outputs:
+        assert rel_err(result.get(name), ref[name]) < 1e-4
+
+    async def go():
+        async with AsyncJepaClient(server.url) as client:
+            return await client.embeddings(jpeg_bytes[:2], outputs)
+
+    assert asyncio.run(go()).present() == frozenset(outputs)
+
+
+@pytest.mark.parametrize("outputs", [("patch",), ("global", "tokens"), ()])
+def test_client_refuses_outputs_the_service_has_not(outputs):
+    with JepaClient("http://127.0.0.1:9") as client, pytest.raises(ValueError, match="outputs must include"):
+        client.embeddings([b"x"], outputs)
+
+
 def test_metrics_count_requests_images_and_stages(server, jpeg_bytes):
     before = server.metric("jepa_images_total", 'outcome="ok"')
     files = [("image", ("a.jpg", jpeg_bytes[0], "image/jpeg"))] * 2
