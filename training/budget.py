@@ -101,3 +101,12 @@ class Budget:
     def steps_that_fit(self, step_seconds: float, overhead: float) -> int:
         """Whole steps of ``step_seconds`` in the time left after ``overhead`` (probes, checkpoints)."""
         return max(0, int((self.left() - overhead) / max(step_seconds, 1e-9)))
+
+    def steps_with_checkpoints(
+        self, step_seconds: float, checkpoint_seconds: float, every: int, overhead: float
+    ) -> int:
+        """Whole steps that fit the time left after ``overhead`` when every ``every``-th step also
+        writes a checkpoint of ``checkpoint_seconds``: each step carries its share of them, so the
+        plan is solved in one go (planning the steps first and then charging the checkpoints they
+        need gave most of a short budget away)."""
+        return self.steps_that_fit(step_seconds + checkpoint_seconds / max(every, 1), overhead)

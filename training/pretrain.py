@@ -149,10 +149,7 @@ def fix_budget(run: RunState, probe: Probe | None, log: JsonlLog) -> None:
     probe_s = (probe.seconds or probe.estimated) if probe else 0.0
     run.probe_count = b.probes_that_fit(probe_s, cfg.logging.probe_evals) if probe else 0
     ckpt_s = checkpoint_seconds_of(run)
-    # each step carries its share of the periodic checkpoints (solved in one go: planning the steps
-    # first and then charging the checkpoints those would need gave most of a short budget away)
-    per_step = step_s + ckpt_s / cfg.logging.checkpoint_every
-    steps = b.steps_that_fit(per_step, run.probe_count * probe_s)
+    steps = b.steps_with_checkpoints(step_s, ckpt_s, cfg.logging.checkpoint_every, run.probe_count * probe_s)
     total = broadcast_int(min(run.step + steps, run.plan.total_steps), run.dist)  # the budget only shortens
     plan = plan_steps(cfg.optimization, run.loader.steps_per_epoch, total_steps=max(total, 1))
     warmup = min(max(plan.warmup_steps, run.step + 1), plan.total_steps)

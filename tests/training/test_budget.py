@@ -75,3 +75,24 @@ def test_probes_share_is_spent_once():
     b.record_probe(15.0)
     assert not b.probe_fits(6.0) and b.probe_fits(5.0)
     assert b.probes_that_fit(2.5, wanted=10) == 2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "step_s", "ckpt_s", "every", "probes_s"),
+    [(30.0, 0.1, 1.0, 10, 0.0), (30.0, 0.1, 1.0, 50, 2.0), (120.0, 0.5, 4.0, 5, 10.0), (600.0, 2.0, 0.5, 100, 0.0)],
+)
+def test_a_plan_with_periodic_checkpoints_fills_the_time_and_no_more(seconds, step_s, ckpt_s, every, probes_s):
+    """Simulated to the end on the fake clock: the planned steps, their checkpoints and the probes
+    end within the time left, and a further checkpoint period would not have fitted (the old plan,
+    steps first and their checkpoints charged after, left most of a short budget unused)."""
+    b, clock = _budget(seconds, reserve=5.0)
+    clock.now += 3.0  # setup
+    steps = b.steps_with_checkpoints(step_s, ckpt_s, every, probes_s)
+    left = b.left()
+
+    def cost(n: int) -> float:
+        return n * step_s + (n // every) * ckpt_s + probes_s
+
+    assert cost(steps) <= left + 1e-9
+    assert cost(steps + every) > left  # a whole further checkpoint period would not fit
+    assert steps * (step_s + ckpt_s / every) > left - probes_s - (step_s + ckpt_s / every)  # tight, not halved
