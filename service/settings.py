@@ -31,10 +31,12 @@ class Settings(BaseSettings):
         "Face cache (HF_HOME): a short name from `python -m jepa models`, a Hub id org/name[@revision], or a "
         f"checkpoint URL. Default: {DEFAULT_MODEL_DIR} when it exists.",
     )
-    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto",
         description="Inference backend. auto = onnxruntime when the model directory holds the ONNX graph "
-        "and onnxruntime is importable, else torch.",
+        "and onnxruntime is importable, else torch; on a CPU with dtype auto, openvino (on model.onnx) instead "
+        "where the model's engines.json shows it verified and faster on this machine (the start-up build "
+        "measures it). openvino: CPU only, its default precision (bfloat16 only where the CPU has it natively).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
@@ -255,8 +257,10 @@ class Settings(BaseSettings):
             )
         if self.backend == "onnxruntime" and self.dtype == "bfloat16":
             raise ValueError("dtype bfloat16 is only supported by the torch backend")
-        if self.backend == "torch" and self.dtype == "int8":
+        if self.backend in ("torch", "openvino") and self.dtype == "int8":
             raise ValueError("dtype int8 is only supported by the onnxruntime backend (model.int8.onnx)")
+        if self.backend == "openvino" and self.device == "cuda":
+            raise ValueError("the openvino backend runs on the CPU only (--device cpu or auto)")
         return self
 
     def resolved_model(self) -> str:
