@@ -317,7 +317,8 @@ class Optimizer:
         facts = manifest.facts
         return {
             "why": "CPU: ONNX Runtime graphs (fp32, and int8 where within cosine 0.999 of fp32 on photos) "
-            "run 2-4x eager torch fp32 here; the source had none (docs/BENCHMARKS.md)",
+            "run 2-4x eager torch fp32 here, and OpenVINO on the fp32 graph where the entry's engines.json "
+            "shows it verified and faster on this machine (backend.engine_choice); the source had none",
             "entry": str(self.root / self.key),
             "source": self.source,
             "created": facts.get("created"),

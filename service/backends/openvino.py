@@ -16,6 +16,10 @@ workers. With ``--inference-workers N`` the model is compiled with N streams sha
 and each worker takes its own infer request from a pool, so N batches run at once. The thread
 budget is set explicitly (``usable_cpus``: affinity and the cgroup quota), because OpenVINO
 counts the host's cores and would oversubscribe a container's CPU limit.
+
+No outbound connections: OpenVINO's telemetry (``openvino_telemetry``) is used by its model
+converter (``ovc`` / ``convert_model``) only; this backend reads the ONNX graph with
+``Core.compile_model`` and never calls the converter.
 """
 
 from __future__ import annotations
