@@ -3,8 +3,9 @@ machine, else ONNX Runtime (int8 where verified, as before). Pure functions of a
 
 Why by measurement and not by an ISA table: the engines' relative speed depends on more than
 one flag. On a 2-core AMX machine OpenVINO on the fp32 graph (computing in bf16) ran ViT-S/16 at
-about 2x our ONNX Runtime int8 graph, and on an AVX2-only one its f32 was reported about 1.5x
-ONNX Runtime *fp32* but not compared with int8 (``python -m bench.cpu_engines``, issue 17). So
+1.3x our ONNX Runtime int8 graph at batch 1 and 2.0x at batch 8, and on an AVX2-only one its f32
+was reported about 1.5x ONNX Runtime *fp32* but not compared with int8 (``python -m
+bench.cpu_engines``, issue 17). So
 the start-up build times both on the machine that serves (service/engine_trial.py), and a
 record only counts on a machine with the same ISA flags, thread budget and engine versions: a
 cache volume shared by different nodes, or a directory copied from another host, falls back to

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jepa.contract import OUTPUTS, EngineRun, EnginesRecord, Output
+from jepa.contract import OUTPUTS, EngineRun, EnginesRecord, Output, read_record
+from jepa.errors import CheckpointError, JepaError
 from jepa.formats.native import read_config
 from jepa.photos import load_photos
 from jepa.preprocess import normalize
@@ -108,39 +109,56 @@ def engine_run(plan: Plan, backend: Backend, images_s: dict[int, float]) -> Engi
                      threads=plan.wide_threads, images_s=images_s)  # fmt: skip
 
 
+def reference_text(graph: Path) -> str:
+    """What the cosines compare against, and how far that graph is from PyTorch fp32 per export.json."""
+    try:
+        record = read_record(graph.parent)
+    except CheckpointError:
+        record = None
+    entry = record.graphs.get(graph.name) if record is not None else None
+    if entry is None:
+        return f"{graph.name} on onnxruntime (no export.json entry: not checked against PyTorch here)"
+    return f"{graph.name} on onnxruntime (export: max relative error {entry.summary.max_rel:.2e} to PyTorch fp32)"
+
+
 def trial(model: Path, threads: int, workers: int = 0, max_batch_size: int = 32, rounds: int = 3,
           seconds: float = 1.0) -> EnginesRecord:  # fmt: skip
-    """Check and time both engines on ``model`` (see the module docstring); returns the record."""
+    """Check and time both engines on ``model`` (see the module docstring); returns the record.
+    The fp32 reference is released before the timed engines load: for a big model the weights in
+    three precisions at once would be the peak of the whole build."""
     base_plan, ov_plan = plans(model, threads, workers, max_batch_size)
     config = read_config(model)
     photos = load_photos(config)
     pixels = normalize(photos.pixels, config.preprocess)
     fp32_plan = resolve_plan(Settings(model=str(model), device="cpu", backend="onnxruntime", dtype="float32",
                                       optimize=False, inference_workers=1), str(model))  # fmt: skip
-    backends: list[Backend] = []
+    assert fp32_plan.graph is not None
+    reference = load_backend(fp32_plan)
     try:
-        reference, baseline, openvino = (load_backend(p) for p in (fp32_plan, base_plan, ov_plan))
-        backends = [reference, baseline, openvino]
+        openvino = load_backend(ov_plan)
         cosine_min = cosines(reference, openvino, pixels)
+    finally:
+        reference.close()
+    try:
+        baseline = load_backend(base_plan)
         sizes = sorted({1, min(8, max_batch_size)})
         batches = {b: np.ascontiguousarray(np.resize(pixels, (b, *pixels.shape[1:]))) for b in sizes}
-        runs = {"baseline": (baseline, base_plan.workers), "openvino": (openvino, ov_plan.workers)}
-        rates = timed(runs, batches, rounds, seconds)
-        return EnginesRecord(
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            isa=cpu_isa().as_dict(),
-            cpus=base_plan.wide_threads,
-            versions=engine_versions(),
-            photos=photos.source,
-            reference=f"{fp32_plan.graph.name if fp32_plan.graph else '?'} on onnxruntime (export verified it "
-            "against PyTorch fp32)",
-            cosine_min=cosine_min,
-            baseline=engine_run(base_plan, baseline, rates["baseline"]),
-            openvino=engine_run(ov_plan, openvino, rates["openvino"]),
-        )
+        rates = timed({"baseline": (baseline, base_plan.workers), "openvino": (openvino, ov_plan.workers)},
+                      batches, rounds, seconds)  # fmt: skip
+        baseline.close()
     finally:
-        for backend in backends:
-            backend.close()
+        openvino.close()
+    return EnginesRecord(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        isa=cpu_isa().as_dict(),
+        cpus=base_plan.wide_threads,
+        versions=engine_versions(),
+        photos=photos.source,
+        reference=reference_text(fp32_plan.graph),
+        cosine_min=cosine_min,
+        baseline=engine_run(base_plan, baseline, rates["baseline"]),
+        openvino=engine_run(ov_plan, openvino, rates["openvino"]),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = trial(a.model_dir, a.threads, a.workers, a.max_batch_size, a.rounds, a.seconds)
         path = record.write(a.model_dir)
-    except (OSError, ValueError, RuntimeError) as e:  # CheckpointError, OpenVinoMissingError, a bad graph
+    except (JepaError, OSError, ValueError, RuntimeError) as e:  # a missing graph, no openvino, a bad graph
         print(f"engine_trial: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     ov, base = record.openvino, record.baseline

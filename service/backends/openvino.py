@@ -2,8 +2,8 @@
 
 Torch-free, like the ONNX backend. OpenVINO reads the ONNX graph itself and picks the inference
 precision for the CPU: bfloat16 where the CPU has it in hardware (AMX or AVX512-BF16), else
-float32. On a 2-core AMX machine that ran ViT-S/16 at about twice our ONNX Runtime int8 graph
-(``python -m bench.cpu_engines``); the dtype in ``/info`` is the precision the compiled model
+float32. On a 2-core AMX machine that ran ViT-S/16 at 1.3x (batch 1) and 2.0x (batch 8) our ONNX
+Runtime int8 graph (``python -m bench.cpu_engines``); the dtype in ``/info`` is the precision the compiled model
 reports, not a guess. ``--dtype auto`` never lets it compute in an emulated bfloat16: where
 :mod:`service.cpu_features` finds no native bf16, f32 is asked for explicitly.
 

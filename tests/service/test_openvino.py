@@ -231,3 +231,14 @@ def test_a_record_from_another_machine_is_not_trusted(measured_dir, tmp_path):
     (other / ENGINES_FILE).write_text("{not json")
     plan = resolve_plan(Settings(model=str(other), device="cpu"), str(other))
     assert plan.backend == "onnxruntime" and "unreadable" in plan.engine_choice["why"]
+
+
+def test_a_failed_trial_leaves_no_record_and_says_why(onnx_model_dir, tmp_path):
+    from service.optimize import engine_trial
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    shutil.copy(onnx_model_dir / "config.json", stage / "config.json")  # no graphs: the trial cannot run
+    outcome = engine_trial(stage, Settings(model="x", device="cpu"))
+    assert outcome.startswith("failed (exit 2)") and "ONNX graph not found" in outcome, outcome
+    assert not (stage / ENGINES_FILE).exists()
