@@ -14,10 +14,14 @@ What it measures, torch-free and with the service's own backends:
 - **check**: OpenVINO (as the service compiles it) and ONNX Runtime on ``model.onnx`` (which
   export verified against PyTorch fp32) on the photos export verifies with (:mod:`jepa.photos`);
   the least cosine per output. The service requires the global one >= 0.999.
-- **speed**: each engine's plan as the service would resolve it (workers, threads, graph),
-  timed with every worker calling ``run`` at once on full batches of 1 and of
-  ``min(8, max batch size)``, in interleaved rounds so a busy machine's drift hits both alike;
-  the median images/s per batch size. OpenVINO is chosen only where it is faster at both.
+- **speed**: each engine's plan as the service would resolve it (workers, threads, graph), in
+  the two regimes the batcher produces: a lone image (batch 1, one call at a time, ``alone``:
+  the ONNX backend's all-thread session) and load (full batches of ``min(8, max batch size)``
+  with every worker calling ``run`` at once), in interleaved rounds so a busy machine's drift
+  hits both engines alike; the median images/s of each. OpenVINO is chosen only where it is
+  faster in both (a first version timed batch 1 with every worker busy too, which no request
+  pattern but a steady stream of lone images produces, and two half-width ONNX Runtime workers
+  won that on AMX while losing 2x at batch 8).
 """
 
 from __future__ import annotations
@@ -71,13 +75,14 @@ def cosines(reference: Backend, candidate: Backend, pixels: np.ndarray) -> dict[
 
 
 def throughput(backend: Backend, batch: np.ndarray, workers: int, seconds: float) -> float:
-    """images/s with ``workers`` threads calling ``backend.run`` on ``batch`` back to back for ``seconds``."""
+    """images/s with ``workers`` threads calling ``backend.run`` on ``batch`` back to back for
+    ``seconds``; one worker runs ``alone`` (nothing else runs: a wide backend uses every thread)."""
     done = [0] * workers
     stop = time.perf_counter() + seconds
 
     def work(i: int) -> None:
         while time.perf_counter() < stop:
-            backend.run(batch, GLOBAL)
+            backend.run(batch, GLOBAL, workers == 1)
             done[i] += len(batch)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
@@ -91,15 +96,17 @@ def throughput(backend: Backend, batch: np.ndarray, workers: int, seconds: float
 
 def timed(runs: dict[str, tuple[Backend, int]], batches: dict[int, np.ndarray], rounds: int,
           seconds: float) -> dict[str, dict[int, float]]:  # fmt: skip
-    """Median images/s per engine and batch size over ``rounds`` interleaved rounds."""
+    """Median images/s per engine and batch size over ``rounds`` interleaved rounds: batch 1 as a
+    lone image (one caller), bigger batches with all of the engine's workers busy."""
     for backend, _ in runs.values():  # first calls (allocation, kernel choice) outside the timing
         for batch in batches.values():
             backend.run(batch, GLOBAL)
+            backend.run(batch, GLOBAL, True)
     samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in runs}
     for _ in range(rounds):
         for name, (backend, workers) in runs.items():
             for b, batch in batches.items():
-                samples[name][b].append(throughput(backend, batch, workers, seconds))
+                samples[name][b].append(throughput(backend, batch, 1 if b == 1 else workers, seconds))
     return {n: {b: round(float(np.median(v)), 2) for b, v in per.items()} for n, per in samples.items()}
 
 

@@ -15,7 +15,9 @@ Runtime gained 10%), which is why this backend does not copy the ONNX backend's 
 workers. With ``--inference-workers N`` the model is compiled with N streams sharing the budget
 and each worker takes its own infer request from a pool, so N batches run at once. The thread
 budget is set explicitly (``usable_cpus``: affinity and the cgroup quota), because OpenVINO
-counts the host's cores and would oversubscribe a container's CPU limit.
+counts the host's cores and would oversubscribe a container's CPU limit. Thread pinning is off:
+the inference threads share the cores with decode and HTTP threads, and the scheduler should be
+free to move them off a core a decode holds (ONNX Runtime does not pin either).
 
 No outbound connections: OpenVINO's telemetry (``openvino_telemetry``) is used by its model
 converter (``ovc`` / ``convert_model``) only; this backend reads the ONNX graph with
@@ -59,7 +61,7 @@ def precision_hint(dtype: str, isa: CpuIsa) -> str | None:
 
 def compile_config(plan: Plan, isa: CpuIsa) -> dict[str, object]:
     """The CPU plugin's settings for ``plan`` (see the module docstring for why)."""
-    config: dict[str, object] = {"INFERENCE_NUM_THREADS": plan.wide_threads}
+    config: dict[str, object] = {"INFERENCE_NUM_THREADS": plan.wide_threads, "ENABLE_CPU_PINNING": False}
     if plan.workers == 1:
         config["PERFORMANCE_HINT"] = "LATENCY"
     else:

@@ -75,6 +75,7 @@ def test_the_precision_shown_is_the_one_the_cpu_runs(backends, onnx_only_dir, ph
     ov, ort = backends
     assert ov.info.dtype == ("bfloat16" if cpu_isa().native_bf16 else "float32")  # never an emulated bf16
     assert ov.info.details["streams"] == 1 and ov.info.details["workers"] == 1
+    assert ov.compiled.get_property("ENABLE_CPU_PINNING") is False  # the cores are shared with decode
     f32 = backend_for(onnx_only_dir, backend="openvino", dtype="float32")
     try:
         assert f32.info.dtype == "float32"
