@@ -101,6 +101,7 @@ class OpenVinoBackend:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # one per worker; run() borrows one
         for _ in range(plan.workers):
             self._requests.put(self.compiled.create_infer_request())
+        first_call(self.compiled)
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.info = BackendInfo(
             name="openvino",
@@ -138,3 +139,15 @@ class OpenVinoBackend:
         while not self._requests.empty():
             self._requests.get()
         del self.compiled
+
+
+def first_call(compiled) -> None:
+    """One batch-1 inference on this thread, before any worker calls ``run``. OpenVINO's Python
+    binding sets up its numpy API on the first call that passes an array (pybind11's
+    ``gil_safe_call_once_and_store``); two first calls from two threads at once deadlocked a
+    fresh server with two workers (one thread holding a C++ static-init guard and waiting for the
+    GIL, the other holding the GIL and waiting for the guard: tests/service/test_openvino.py)."""
+    port = compiled.input(0)
+    shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+    dtype = np.uint8 if port.get_element_type().get_type_name() == "u8" else np.float32
+    compiled.create_infer_request().infer({0: np.zeros(shape, dtype)})

@@ -22,7 +22,7 @@ from service.cpu_features import parse_cpuinfo
 from service.engine_choice import choose_cpu_engine, engine_versions
 from service.plan import resolve_plan
 from service.settings import Settings
-from tests.service.helpers import REPO, free_port, open_bytes, rel_err
+from tests.service.helpers import REPO, free_port, open_bytes, rel_err, start_subprocess
 
 pytest.importorskip("openvino")
 
@@ -243,3 +243,20 @@ def test_a_failed_trial_leaves_no_record_and_says_why(onnx_model_dir, tmp_path):
     outcome = engine_trial(stage, Settings(model="x", device="cpu"))
     assert outcome.startswith("failed (exit 2)") and "ONNX graph not found" in outcome, outcome
     assert not (stage / ENGINES_FILE).exists()
+
+
+def test_a_fresh_server_with_two_openvino_workers_starts(onnx_only_dir, jpeg_bytes):
+    """Warm-up calls both workers at once; OpenVINO's Python binding initialises its numpy API on
+    the first call, and two first calls at once deadlocked a fresh process (seen with ViT-S/16):
+    the backend makes its first call on the constructing thread. A fresh process, so nothing
+    earlier in this one has made that call already."""
+    args = ["--model", str(onnx_only_dir), "--device", "cpu", "--backend", "openvino", "--inference-workers", "2"]
+    for _ in range(3):  # a race: a few fresh starts
+        proc, url = start_subprocess(args)
+        try:
+            assert httpx.get(url + "/info").json()["backend"]["streams"] == 2
+            files = [("image", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(jpeg_bytes[:4])]
+            assert httpx.post(url + "/embed", files=files, timeout=30).status_code == 200
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=30) == 0
