@@ -53,20 +53,29 @@ def figures(record: EnginesRecord) -> dict[str, object]:
     }
 
 
-def same_machine(record: EnginesRecord, isa: CpuIsa, cpus: int, versions: dict[str, str]) -> str | None:
-    """Why ``record`` was not measured on a machine like this one (None: it was)."""
+def same_machine(record: EnginesRecord, isa: CpuIsa, cpus: int, versions: dict[str, str],
+                 workers: int) -> str | None:  # fmt: skip
+    """Why ``record`` was not measured on a machine like this one, run as this one would run it
+    (None: it was)."""
     flags = sorted(isa.as_dict()["flags"])  # type: ignore[arg-type]
     if sorted(record.isa.get("flags", [])) != flags:
         return f"measured on another CPU (ISA {record.isa.get('kind')} {record.isa.get('flags')}, here {isa.kind})"
     if record.cpus != cpus:
         return f"measured with {record.cpus} threads, this process has {cpus}"
+    if (record.openvino.workers, record.baseline.workers) != (workers, workers):
+        return f"measured with {record.openvino.workers} / {record.baseline.workers} workers, here {workers}"
     if changed := sorted(n for n, v in versions.items() if record.versions.get(n) != v):
         return f"measured with other versions of {', '.join(changed)}"
     return None
 
 
 def choose_cpu_engine(
-    record: EnginesRecord | None, isa: CpuIsa, cpus: int, versions: dict[str, str], openvino_installed: bool
+    record: EnginesRecord | None,
+    isa: CpuIsa,
+    cpus: int,
+    versions: dict[str, str],
+    openvino_installed: bool,
+    workers: int,
 ) -> EngineChoice:
     """OpenVINO only when installed, measured here, verified and faster at every timed batch size."""
     if not openvino_installed:
@@ -74,7 +83,7 @@ def choose_cpu_engine(
     if record is None:
         return EngineChoice("onnxruntime", f"OpenVINO not measured for this model here ({TRIAL} measures it)")
     measured = figures(record)
-    if (other := same_machine(record, isa, cpus, versions)) is not None:
+    if (other := same_machine(record, isa, cpus, versions, workers)) is not None:
         return EngineChoice("onnxruntime", f"engines.json does not apply: {other} ({TRIAL} re-measures)", measured)
     cosine = record.cosine_min.get("global", float("nan"))
     if not cosine >= OPENVINO_MIN_COSINE:  # NaN fails too
@@ -99,11 +108,11 @@ def engine_versions() -> dict[str, str]:
     return out
 
 
-def choose_for_model(model: str, isa: CpuIsa, cpus: int) -> EngineChoice:
+def choose_for_model(model: str, isa: CpuIsa, cpus: int, workers: int) -> EngineChoice:
     """:func:`choose_cpu_engine` for a model directory's ``engines.json`` and this installation."""
     versions = engine_versions()
     try:
         record = read_engines(model) if Path(model).is_dir() else None
     except CheckpointError as e:
         return EngineChoice("onnxruntime", f"engines.json is unreadable ({e.problem})")
-    return choose_cpu_engine(record, isa, cpus, versions, versions["openvino"] != "absent")
+    return choose_cpu_engine(record, isa, cpus, versions, versions["openvino"] != "absent", workers)

@@ -7,17 +7,19 @@ Runtime int8 graph (``python -m bench.cpu_engines``); the dtype in ``/info`` is 
 reports, not a guess. ``--dtype auto`` never lets it compute in an emulated bfloat16: where
 :mod:`service.cpu_features` finds no native bf16, f32 is asked for explicitly.
 
-**Workers, streams and threads.** One worker by default (``service.plan``): the compiled model
-gets one stream (``PERFORMANCE_HINT=LATENCY``) that spreads each batch over every thread of the
-budget, so a lone image gets the whole CPU and the batcher forms the next batch meanwhile. On AMX
-a bigger batch pays far more than overlapping two (batch 8 ran 1.7x batch 1 per image, while ONNX
-Runtime gained 10%), which is why this backend does not copy the ONNX backend's two half-width
-workers. With ``--inference-workers N`` the model is compiled with N streams sharing the budget
-and each worker takes its own infer request from a pool, so N batches run at once. The thread
-budget is set explicitly (``usable_cpus``: affinity and the cgroup quota), because OpenVINO
-counts the host's cores and would oversubscribe a container's CPU limit. Thread pinning is off:
-the inference threads share the cores with decode and HTTP threads, and the scheduler should be
-free to move them off a core a decode holds (ONNX Runtime does not pin either).
+**Workers, streams and threads.** As with ONNX Runtime, two workers by default on a CPU with two
+or more threads (``service.plan``): the model is compiled with one stream per worker, the budget
+split among them, and each worker borrows its own infer request, so while one batch runs the
+next is already computing instead of waiting for decode and HTTP work; a lone batch (``alone``)
+runs on a second compiled copy with one stream on every thread (``PERFORMANCE_HINT=LATENCY``),
+as the ONNX backend's wide session does. With ViT-S/16 on the 2-core AMX machine, 16 clients,
+two workers served more images/s than one two-thread stream in both of two interleaved rounds
+(a quick check beside other work, not a benchmark). One worker (``--inference-workers 1``)
+compiles one latency stream only, and halves the memory. The thread budget is set explicitly
+(``usable_cpus``: affinity and the cgroup quota), because OpenVINO counts the host's cores and
+would oversubscribe a container's CPU limit. Thread pinning is off: the inference threads share
+the cores with decode and HTTP threads, and the scheduler should be free to move them off a core
+a decode holds (ONNX Runtime does not pin either).
 
 No outbound connections: OpenVINO's telemetry (``openvino_telemetry``) is used by its model
 converter (``ovc`` / ``convert_model``) only; this backend reads the ONNX graph with
@@ -59,17 +61,45 @@ def precision_hint(dtype: str, isa: CpuIsa) -> str | None:
     return HINTS[dtype]
 
 
-def compile_config(plan: Plan, isa: CpuIsa) -> dict[str, object]:
-    """The CPU plugin's settings for ``plan`` (see the module docstring for why)."""
+def compile_config(plan: Plan, isa: CpuIsa, streams: int) -> dict[str, object]:
+    """The CPU plugin's settings for ``plan`` with ``streams`` streams sharing its thread budget
+    (one: a latency stream on every thread; see the module docstring for why)."""
     config: dict[str, object] = {"INFERENCE_NUM_THREADS": plan.wide_threads, "ENABLE_CPU_PINNING": False}
-    if plan.workers == 1:
+    if streams == 1:
         config["PERFORMANCE_HINT"] = "LATENCY"
     else:
-        config["NUM_STREAMS"] = plan.workers
+        config["NUM_STREAMS"] = streams
     hint = precision_hint(plan.dtype, isa)
     if hint is not None:
         config["INFERENCE_PRECISION_HINT"] = hint
     return config
+
+
+class Requests:
+    """A compiled model and its infer requests, one per caller at a time (``borrow``/``give``).
+    Its first inference runs here, on the constructing thread (see :func:`first_call`)."""
+
+    def __init__(self, core, model, config: dict[str, object], count: int) -> None:
+        self.config = config
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(self.compiled.create_infer_request())
+        first_call(self.compiled)
+
+    def infer(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """``names`` outputs of one inference, copied out of the request before it is reused."""
+        request = self._free.get()
+        try:
+            # share_outputs: read the request's own buffers, copying only what leaves (a patch grid
+            # nobody asked for is never copied)
+            result = request.infer({0: batch}, share_outputs=True)
+            return {n: np.array(result[n], dtype=np.float32, copy=True) for n in names}
+        finally:
+            self._free.put(request)
+
+    def prop(self, name: str) -> object:
+        return self.compiled.get_property(name)
 
 
 def import_openvino():  # -> the openvino module
@@ -92,53 +122,39 @@ class OpenVinoBackend:
             )
         ov = import_openvino()
         self.config = read_config(graph.parent)
-        settings = compile_config(plan, cpu_isa())
-        self.compiled = ov.Core().compile_model(str(graph), "CPU", settings)
-        if len(self.compiled.inputs) != 1:
-            names = [i.get_any_name() for i in self.compiled.inputs]
-            raise CheckpointError(graph, f"expected one input, found {names}")
-        self.outputs = graph_outputs(graph, {n for port in self.compiled.outputs for n in port.get_names()})
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()  # one per worker; run() borrows one
-        for _ in range(plan.workers):
-            self._requests.put(self.compiled.create_infer_request())
-        first_call(self.compiled)
-        precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        core, isa = ov.Core(), cpu_isa()
+        model = core.read_model(str(graph))  # parsed once, compiled once or twice
+        if len(model.inputs) != 1:
+            raise CheckpointError(graph, f"expected one input, found {[i.get_any_name() for i in model.inputs]}")
+        self.outputs = graph_outputs(graph, {n for port in model.outputs for n in port.get_names()})
+        self.requests = Requests(core, model, compile_config(plan, isa, plan.workers), plan.workers)
+        self._wide = Requests(core, model, compile_config(plan, isa, 1), 1) if plan.wide else None
+        precision = str(self.requests.prop("INFERENCE_PRECISION_HINT").get_type_name())
         self.info = BackendInfo(
             name="openvino",
             device="cpu",
             dtype=DTYPES.get(precision, precision),
             reason=plan.reason,
-            input_kind="uint8" if self.compiled.input(0).get_element_type().get_type_name() == "u8" else "float",
+            input_kind="uint8" if model.input(0).get_element_type().get_type_name() == "u8" else "float",
             details={
                 "graph": graph.name,
                 "outputs": sorted(self.outputs),
                 "openvino": ov.__version__,
-                "compile_config": {k: str(v) for k, v in settings.items()},
-                "streams": int(self.compiled.get_property("NUM_STREAMS")),
-                "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+                "compile_config": {k: str(v) for k, v in self.requests.config.items()},
+                "streams": int(self.requests.prop("NUM_STREAMS")),  # type: ignore[call-overload]
+                "threads": int(self.requests.prop("INFERENCE_NUM_THREADS")),  # type: ignore[call-overload]
                 "workers": plan.workers,
+                "wide_model_for_lone_batches": plan.wide,
             },
         )
 
     def run(self, batch: np.ndarray, outputs: frozenset[Output], alone: bool = False) -> Embeddings[np.ndarray]:
-        request = self._requests.get()
-        try:
-            # share_outputs: read the request's own buffers and copy only what leaves (a patch grid
-            # nobody asked for is never copied); the copy happens before the request is reused
-            result = request.infer({0: batch}, share_outputs=True)
-            named = {
-                OUTPUT_SPECS[o].tensor: np.array(result[OUTPUT_SPECS[o].tensor], dtype=np.float32, copy=True)
-                for o in OUTPUTS
-                if o in self.outputs and (o == "global" or o in outputs)
-            }
-        finally:
-            self._requests.put(request)
-        return Embeddings.from_named(named)
+        requests = self._wide if alone and self._wide is not None else self.requests
+        names = [OUTPUT_SPECS[o].tensor for o in OUTPUTS if o in self.outputs and (o == "global" or o in outputs)]
+        return Embeddings.from_named(requests.infer(batch, names))
 
     def close(self) -> None:
-        while not self._requests.empty():
-            self._requests.get()
-        del self.compiled
+        del self.requests, self._wide
 
 
 def first_call(compiled) -> None:
