@@ -217,6 +217,7 @@ class EngineRun(_Record):
     workers: int = Field(description="batches run at once (threads calling the backend)")
     threads: int = Field(description="intra-op threads in all")
     images_s: dict[int, float] = Field(description="batch size -> images/s, median over rounds")
+    rounds: dict[int, tuple[float, ...]] = Field(default_factory=dict, description="batch size -> each round's")
 
 
 class EnginesRecord(_Record):

@@ -40,12 +40,10 @@ class EngineChoice:
 
 def figures(record: EnginesRecord) -> dict[str, object]:
     """The record's numbers in short: images/s by batch for both engines, the cosines, the machine."""
-    run = {"openvino": record.openvino, "baseline": record.baseline}
+    keep = ("graph", "precision", "workers", "images_s", "rounds")
     return {
-        **{
-            name: {"graph": r.graph, "precision": r.precision, "workers": r.workers, "images_s": r.images_s}
-            for name, r in run.items()
-        },
+        "openvino": record.openvino.model_dump(include=set(keep)),
+        "baseline": record.baseline.model_dump(include=set(keep)),
         "cosine_min": record.cosine_min,
         "isa": record.isa.get("kind"),
         "cpus": record.cpus,
@@ -77,7 +75,8 @@ def choose_cpu_engine(
     openvino_installed: bool,
     workers: int,
 ) -> EngineChoice:
-    """OpenVINO only when installed, measured here, verified and faster at every timed batch size."""
+    """OpenVINO only when installed, measured here, verified, faster under load and, for a lone
+    image, faster or within the rounds' spread (:func:`lone_not_slower`)."""
     if not openvino_installed:
         return EngineChoice("onnxruntime", "openvino is not installed here")
     if record is None:
@@ -92,9 +91,25 @@ def choose_cpu_engine(
     ov, base = record.openvino.images_s, record.baseline.images_s
     rates = ", ".join(f"batch {b}: {ov.get(b, 0):.1f} vs {r:.1f} images/s" for b, r in sorted(base.items()))
     against = f"OpenVINO {record.openvino.precision} vs ONNX Runtime {record.baseline.graph} ({rates})"
-    if not base or any(ov.get(b, 0.0) <= r for b, r in base.items()):
-        return EngineChoice("onnxruntime", f"not faster here: {against}", measured)
+    loaded = [b for b in base if b > 1]
+    if not loaded or any(ov.get(b, 0.0) <= base[b] for b in loaded):
+        return EngineChoice("onnxruntime", f"not faster under load here: {against}", measured)
+    if 1 in base and not lone_not_slower(record):
+        return EngineChoice("onnxruntime", f"slower for a lone image beyond the rounds' spread: {against}", measured)
     return EngineChoice("openvino", f"verified (global cosine {cosine:.6f}) and faster here: {against}", measured)
+
+
+def lone_not_slower(record: EnginesRecord) -> bool:
+    """OpenVINO's batch-1 (lone image) median is higher, or its best round reaches the baseline's
+    worst: the difference is within what the machine's own drift moved between rounds. Why the
+    leniency: the lone-image figure is one caller on a machine that other work shares, and it
+    swung by a fifth between two builds on the same machine, while the loaded figure (the one the
+    service exists for) kept its 2x; a strict rule there flipped the choice at random."""
+    ov, base = record.openvino, record.baseline
+    if ov.images_s.get(1, 0.0) > base.images_s.get(1, float("inf")):
+        return True
+    ov_rounds, base_rounds = ov.rounds.get(1, ()), base.rounds.get(1, ())
+    return bool(ov_rounds and base_rounds) and max(ov_rounds) >= min(base_rounds)
 
 
 def engine_versions() -> dict[str, str]:

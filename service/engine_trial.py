@@ -19,7 +19,9 @@ What it measures, torch-free and with the service's own backends:
   the ONNX backend's all-thread session) and load (full batches of ``min(8, max batch size)``
   with every worker calling ``run`` at once), in interleaved rounds so a busy machine's drift
   hits both engines alike; the median images/s of each. OpenVINO is chosen only where it is
-  faster in both (a first version timed batch 1 with every worker busy too, which no request
+  faster under load, and at batch 1 faster or within the spread of the rounds (the lone-image
+  figure is the one a busy machine moves most; see :mod:`service.engine_choice`) (a first
+  version timed batch 1 with every worker busy too, which no request
   pattern but a steady stream of lone images produces, and two half-width ONNX Runtime workers
   won that on AMX while losing 2x at batch 8).
 """
@@ -95,8 +97,8 @@ def throughput(backend: Backend, batch: np.ndarray, workers: int, seconds: float
 
 
 def timed(runs: dict[str, tuple[Backend, int]], batches: dict[int, np.ndarray], rounds: int,
-          seconds: float) -> dict[str, dict[int, float]]:  # fmt: skip
-    """Median images/s per engine and batch size over ``rounds`` interleaved rounds: batch 1 as a
+          seconds: float) -> dict[str, dict[int, list[float]]]:  # fmt: skip
+    """images/s of each of ``rounds`` interleaved rounds, per engine and batch size: batch 1 as a
     lone image (one caller), bigger batches with all of the engine's workers busy."""
     for backend, _ in runs.values():  # first calls (allocation, kernel choice) outside the timing
         for batch in batches.values():
@@ -107,13 +109,15 @@ def timed(runs: dict[str, tuple[Backend, int]], batches: dict[int, np.ndarray], 
         for name, (backend, workers) in runs.items():
             for b, batch in batches.items():
                 samples[name][b].append(throughput(backend, batch, 1 if b == 1 else workers, seconds))
-    return {n: {b: round(float(np.median(v)), 2) for b, v in per.items()} for n, per in samples.items()}
+    return samples
 
 
-def engine_run(plan: Plan, backend: Backend, images_s: dict[int, float]) -> EngineRun:
+def engine_run(plan: Plan, backend: Backend, rounds: dict[int, list[float]]) -> EngineRun:
+    """The record of one engine: its plan, the precision it ran, the median and each round's images/s."""
     assert plan.graph is not None and plan.backend != "torch"
     return EngineRun(engine=plan.backend, graph=plan.graph.name, precision=backend.info.dtype, workers=plan.workers,
-                     threads=plan.wide_threads, images_s=images_s)  # fmt: skip
+                     threads=plan.wide_threads, images_s={b: round(float(np.median(v)), 2) for b, v in rounds.items()},
+                     rounds={b: tuple(round(x, 2) for x in v) for b, v in rounds.items()})  # fmt: skip
 
 
 def reference_text(graph: Path) -> str:
