@@ -52,7 +52,7 @@ def figures(record: EnginesRecord) -> dict[str, object]:
 
 
 def same_machine(record: EnginesRecord, isa: CpuIsa, cpus: int, versions: dict[str, str],
-                 workers: int) -> str | None:  # fmt: skip
+                 workers: dict[str, int]) -> str | None:  # fmt: skip
     """Why ``record`` was not measured on a machine like this one, run as this one would run it
     (None: it was)."""
     flags = sorted(isa.as_dict()["flags"])  # type: ignore[arg-type]
@@ -60,8 +60,9 @@ def same_machine(record: EnginesRecord, isa: CpuIsa, cpus: int, versions: dict[s
         return f"measured on another CPU (ISA {record.isa.get('kind')} {record.isa.get('flags')}, here {isa.kind})"
     if record.cpus != cpus:
         return f"measured with {record.cpus} threads, this process has {cpus}"
-    if (record.openvino.workers, record.baseline.workers) != (workers, workers):
-        return f"measured with {record.openvino.workers} / {record.baseline.workers} workers, here {workers}"
+    measured = {"openvino": record.openvino.workers, "onnxruntime": record.baseline.workers}
+    if measured != workers:
+        return f"measured with workers {measured}, here {workers}"
     if changed := sorted(n for n, v in versions.items() if record.versions.get(n) != v):
         return f"measured with other versions of {', '.join(changed)}"
     return None
@@ -73,7 +74,7 @@ def choose_cpu_engine(
     cpus: int,
     versions: dict[str, str],
     openvino_installed: bool,
-    workers: int,
+    workers: dict[str, int],
 ) -> EngineChoice:
     """OpenVINO only when installed, measured here, verified, faster under load and, for a lone
     image, faster or within the rounds' spread (:func:`lone_not_slower`)."""
@@ -123,7 +124,7 @@ def engine_versions() -> dict[str, str]:
     return out
 
 
-def choose_for_model(model: str, isa: CpuIsa, cpus: int, workers: int) -> EngineChoice:
+def choose_for_model(model: str, isa: CpuIsa, cpus: int, workers: dict[str, int]) -> EngineChoice:
     """:func:`choose_cpu_engine` for a model directory's ``engines.json`` and this installation."""
     versions = engine_versions()
     try:

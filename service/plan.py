@@ -197,12 +197,12 @@ def graph_path(settings: Settings, model: str, backend: BackendName, dtype: str)
 
 
 def default_workers(settings: Settings, backend: BackendName, device: str) -> int:
-    """``--inference-workers``, else two half-width workers for a graph backend on a CPU with two or
-    more threads (service/backends/openvino.py and the setting's help say why), else one."""
+    """``--inference-workers``, else two half-width workers for ONNX Runtime on a CPU with two or
+    more threads (the setting's help says why), else one: OpenVINO's one stream on every thread
+    served ViT-S/16 better than two (service/backends/openvino.py)."""
     if settings.inference_workers:
         return settings.inference_workers
-    graph_on_cpu = backend in ("onnxruntime", "openvino") and device == "cpu"
-    return 2 if graph_on_cpu and settings.thread_budget() >= 2 else 1
+    return 2 if backend == "onnxruntime" and device == "cpu" and settings.thread_budget() >= 2 else 1
 
 
 def pick_cpu_engine(settings: Settings, model: str, backend: BackendName, device: str) -> dict[str, object] | None:
@@ -214,7 +214,7 @@ def pick_cpu_engine(settings: Settings, model: str, backend: BackendName, device
     from service.cpu_features import cpu_isa
     from service.engine_choice import choose_for_model
 
-    workers = default_workers(settings, backend, device)  # the same rule for both engines
+    workers = {e: default_workers(settings, e, device) for e in ("openvino", "onnxruntime")}
     return choose_for_model(model, cpu_isa(), settings.thread_budget(), workers).as_dict()
 
 
@@ -228,7 +228,7 @@ def resolve_plan(settings: Settings, model: str) -> Plan:
     choice = pick_cpu_engine(settings, model, backend, device)
     if choice is not None and choice["engine"] == "openvino":
         backend, why, dtype, dtype_why = "openvino", f"auto: {choice['why']}", "auto", "OpenVINO's default here"
-    cpu_graph = backend in ("onnxruntime", "openvino") and device == "cpu"
+    cpu_ort = backend == "onnxruntime" and device == "cpu"
     workers = default_workers(settings, backend, device)
     return Plan(
         model=model,
@@ -238,7 +238,7 @@ def resolve_plan(settings: Settings, model: str) -> Plan:
         dtype=dtype,
         workers=workers,
         threads=settings.threads_per_worker(workers),
-        wide=cpu_graph and workers > 1,
+        wide=cpu_ort and workers > 1,
         wide_threads=settings.thread_budget(),
         reason=f"{why}; dtype {dtype}: {dtype_why}",
         # graphs replay one batch at a time from one shared memory pool: one worker only

@@ -69,9 +69,10 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Batches that run at once, each in its own thread on one shared model. 0 = auto: 2 with "
-        "onnxruntime or openvino on a CPU with 2 or more threads to split, else 1. Several CPU workers share the "
-        "threads (1/N each): on 2 cores that ran ViT-S/16 int8 at 95.9 img/s against 85.1 for one caller with both "
-        "threads (bench/ceiling.py), and HTTP and decode work then delays one batch, not every operator. A "
+        "onnxruntime on a CPU with 2 or more threads to split, else 1 (openvino: 1 stream on all threads). Several "
+        "CPU workers share the threads (1/N each): on 2 cores that ran ViT-S/16 int8 at 95.9 img/s against 85.1 "
+        "for one caller with both threads (bench/ceiling.py), and HTTP and decode work then delays one batch, not "
+        "every operator. A "
         "lone image still runs with all threads (docs/BENCHMARKS.md).",
     )
     cuda_graphs: bool = Field(

@@ -7,19 +7,21 @@ Runtime int8 graph (``python -m bench.cpu_engines``); the dtype in ``/info`` is 
 reports, not a guess. ``--dtype auto`` never lets it compute in an emulated bfloat16: where
 :mod:`service.cpu_features` finds no native bf16, f32 is asked for explicitly.
 
-**Workers, streams and threads.** As with ONNX Runtime, two workers by default on a CPU with two
-or more threads (``service.plan``): the model is compiled with one stream per worker, the budget
-split among them, and each worker borrows its own infer request, so while one batch runs the
-next is already computing instead of waiting for decode and HTTP work; a lone batch (``alone``)
-runs on a second compiled copy with one stream on every thread (``PERFORMANCE_HINT=LATENCY``),
-as the ONNX backend's wide session does. With ViT-S/16 on the 2-core AMX machine, 16 clients,
-two workers served more images/s than one two-thread stream in both of two interleaved rounds
-(a quick check beside other work, not a benchmark). One worker (``--inference-workers 1``)
-compiles one latency stream only, and halves the memory. The thread budget is set explicitly
-(``usable_cpus``: affinity and the cgroup quota), because OpenVINO counts the host's cores and
-would oversubscribe a container's CPU limit. Thread pinning is off: the inference threads share
-the cores with decode and HTTP threads, and the scheduler should be free to move them off a core
-a decode holds (ONNX Runtime does not pin either).
+**Workers, streams and threads.** One worker by default (``service.plan``): one compiled model
+with one stream (``PERFORMANCE_HINT=LATENCY``) that spreads each batch over every thread of the
+budget, so a lone image gets the whole CPU and the batcher forms the next batch meanwhile. Not
+the ONNX backend's two half-width workers plus an all-thread copy for lone batches: that layout,
+tried here, served ViT-S/16 worse on the 2-core AMX machine (small JPEGs, ``bench.loadgen``
+closed-loop clients, three servers interleaved over two rounds, beside other work, so an
+indication and not a benchmark: 1 client 20.7 / 20.4 images/s against 32.4 / 37.4 for one
+stream, 16 clients 40.2 / 48.3 against 56.8 / 62.2; ONNX Runtime int8 24-28 and 39-44), its two
+thread pools contending for two cores. ``--inference-workers N`` compiles N streams sharing the
+budget (OpenVINO caps them at one per thread), each worker borrowing its own infer request; a lone
+batch then runs on one stream. The thread budget is set explicitly (``usable_cpus``: affinity
+and the cgroup quota), because OpenVINO counts the host's cores and would oversubscribe a
+container's CPU limit. Thread pinning is off: the inference threads share the cores with decode
+and HTTP threads, and the scheduler should be free to move them off a core a decode holds (ONNX
+Runtime does not pin either).
 
 No outbound connections: OpenVINO's telemetry (``openvino_telemetry``) is used by its model
 converter (``ovc`` / ``convert_model``) only; this backend reads the ONNX graph with
@@ -123,12 +125,11 @@ class OpenVinoBackend:
         ov = import_openvino()
         self.config = read_config(graph.parent)
         core, isa = ov.Core(), cpu_isa()
-        model = core.read_model(str(graph))  # parsed once, compiled once or twice
+        model = core.read_model(str(graph))
         if len(model.inputs) != 1:
             raise CheckpointError(graph, f"expected one input, found {[i.get_any_name() for i in model.inputs]}")
         self.outputs = graph_outputs(graph, {n for port in model.outputs for n in port.get_names()})
         self.requests = Requests(core, model, compile_config(plan, isa, plan.workers), plan.workers)
-        self._wide = Requests(core, model, compile_config(plan, isa, 1), 1) if plan.wide else None
         precision = str(self.requests.prop("INFERENCE_PRECISION_HINT").get_type_name())
         self.info = BackendInfo(
             name="openvino",
@@ -144,17 +145,15 @@ class OpenVinoBackend:
                 "streams": int(self.requests.prop("NUM_STREAMS")),  # type: ignore[call-overload]
                 "threads": int(self.requests.prop("INFERENCE_NUM_THREADS")),  # type: ignore[call-overload]
                 "workers": plan.workers,
-                "wide_model_for_lone_batches": plan.wide,
             },
         )
 
     def run(self, batch: np.ndarray, outputs: frozenset[Output], alone: bool = False) -> Embeddings[np.ndarray]:
-        requests = self._wide if alone and self._wide is not None else self.requests
         names = [OUTPUT_SPECS[o].tensor for o in OUTPUTS if o in self.outputs and (o == "global" or o in outputs)]
-        return Embeddings.from_named(requests.infer(batch, names))
+        return Embeddings.from_named(self.requests.infer(batch, names))
 
     def close(self) -> None:
-        del self.requests, self._wide
+        del self.requests
 
 
 def first_call(compiled) -> None:

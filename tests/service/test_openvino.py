@@ -75,6 +75,7 @@ def test_the_precision_shown_is_the_one_the_cpu_runs(backends, onnx_only_dir, ph
     ov, ort = backends
     assert ov.info.dtype == ("bfloat16" if cpu_isa().native_bf16 else "float32")  # never an emulated bf16
     assert ov.requests.prop("ENABLE_CPU_PINNING") is False  # the cores are shared with decode
+    assert ov.info.details["streams"] == 1 and ov.info.details["workers"] == 1
     f32 = backend_for(onnx_only_dir, backend="openvino", dtype="float32")
     try:
         assert f32.info.dtype == "float32"
@@ -92,16 +93,14 @@ def test_precision_hint_never_emulates_bf16():
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_workers_streams_and_the_wide_model_give_the_same_results(onnx_only_dir, backends, photos, workers):
-    """N workers: N streams sharing the threads, and (N > 1) a one-stream copy on every thread for
-    lone batches; all of them compute the same embeddings."""
+def test_workers_and_streams_give_the_same_results(onnx_only_dir, backends, photos, workers):
+    """N workers: N streams sharing the threads, each worker with its own infer request."""
     ort = backends[1]
     ov = backend_for(onnx_only_dir, backend="openvino", inference_workers=workers, inference_threads=2)
     try:
         details = ov.info.details
         # OpenVINO runs at most one stream per thread: a third worker's batch waits for a free stream
         assert details["streams"] == min(workers, 2) and details["workers"] == workers and details["threads"] == 2
-        assert details["wide_model_for_lone_batches"] == (workers > 1)
         x = photo_batch(ov, photos, 3)
         ref = ort.run(x, ALL).patch_embeddings
         for alone in (False, True):
@@ -110,11 +109,15 @@ def test_workers_streams_and_the_wide_model_give_the_same_results(onnx_only_dir,
         ov.close()
 
 
-def test_default_workers_follow_the_thread_budget(onnx_only_dir):
-    plan = resolve_plan(Settings(model="x", device="cpu", backend="openvino", inference_threads=2), str(onnx_only_dir))
-    assert plan.workers == 2 and plan.threads == 1 and plan.wide and plan.wide_threads == 2
-    plan = resolve_plan(Settings(model="x", device="cpu", backend="openvino", inference_threads=1), str(onnx_only_dir))
-    assert plan.workers == 1 and not plan.wide
+def test_default_workers(onnx_only_dir):
+    """One stream on every thread for OpenVINO; two half-width workers for ONNX Runtime."""
+    for threads in (1, 2, 4):
+        plan = resolve_plan(Settings(model="x", device="cpu", backend="openvino", inference_threads=threads),
+                            str(onnx_only_dir))  # fmt: skip
+        assert plan.workers == 1 and not plan.wide and plan.wide_threads == threads
+    ort = resolve_plan(Settings(model="x", device="cpu", inference_threads=2, backend="onnxruntime"),
+                       str(onnx_only_dir))  # fmt: skip
+    assert ort.workers == 2 and ort.wide
 
 
 def test_bad_settings_and_missing_graph_are_clear_errors(tiny_model_dir):
@@ -169,7 +172,7 @@ def record(ov: dict[int, float], base: dict[int, float], cosine: float = 0.99999
         versions=versions or {"openvino": "1", "onnxruntime": "2"}, photos="scikit-image",
         reference="model.onnx on onnxruntime", cosine_min={"global": cosine, "patch": cosine},
         baseline=run("onnxruntime", "model.int8.onnx", "int8", base, 2),
-        openvino=run("openvino", "model.onnx", "bfloat16", ov, 2),
+        openvino=run("openvino", "model.onnx", "bfloat16", ov, 1),
     )  # fmt: skip
 
 
@@ -189,12 +192,13 @@ VERSIONS = {"openvino": "1", "onnxruntime": "2"}
     (record({1: 55.0, 8: 94.0}, {1: 43.1, 8: 47.3}, cpus=4), AMX, True, "onnxruntime", "4 threads"),
     (record({1: 55.0, 8: 94.0}, {1: 43.1, 8: 47.3}, versions={"openvino": "0", "onnxruntime": "2"}), AMX, True,
      "onnxruntime", "other versions of openvino"),
-    (record({1: 55.0, 8: 94.0}, {1: 43.1, 8: 47.3}), AMX, True, "onnxruntime", "workers, here 1"),
+    (record({1: 55.0, 8: 94.0}, {1: 43.1, 8: 47.3}), AMX, True, "onnxruntime", "measured with workers"),
     (None, AMX, True, "onnxruntime", "not measured"),
     (record({1: 55.0, 8: 94.0}, {1: 43.1, 8: 47.3}), AMX, False, "onnxruntime", "not installed"),
 ])  # fmt: skip
 def test_the_choice_follows_the_measurement(rec, isa, installed, engine, why):
-    choice = choose_cpu_engine(rec, isa, 2, VERSIONS, installed, 1 if why == "workers, here 1" else 2)
+    workers = {"openvino": 1, "onnxruntime": 1 if "workers" in why else 2}
+    choice = choose_cpu_engine(rec, isa, 2, VERSIONS, installed, workers)
     assert choice.engine == engine and why in choice.why, choice
     if rec is not None and installed:
         assert choice.measured["openvino"]["images_s"] == rec.openvino.images_s  # /info shows the figures
@@ -225,7 +229,7 @@ def test_the_trial_records_a_check_and_timings(measured_dir):
     assert set(rec.cosine_min) == {"global", "patch", "multilayer"} and rec.cosine_min["global"] >= 0.999
     # no export.json records the int8 graph here, so the service would serve fp32: that is the baseline
     assert rec.baseline.graph == "model.onnx" and rec.baseline.precision == "float32"
-    assert rec.openvino.engine == "openvino" and rec.openvino.workers == rec.baseline.workers
+    assert rec.openvino.engine == "openvino" and rec.openvino.workers == 1
     for run in (rec.baseline, rec.openvino):
         assert set(run.images_s) == {1, 4} and all(v > 0 for v in run.images_s.values())
 
@@ -234,8 +238,9 @@ def test_auto_serves_what_the_record_says(measured_dir):
     from service.cpu_features import cpu_isa
 
     plan = resolve_plan(Settings(model=str(measured_dir), device="cpu"), str(measured_dir))
+    workers = {"openvino": 1, "onnxruntime": 2 if plan.wide_threads >= 2 else 1}
     expected = choose_cpu_engine(read_engines(measured_dir), cpu_isa(), plan.wide_threads, engine_versions(), True,
-                                 plan.workers)  # fmt: skip
+                                 workers)  # fmt: skip
     assert plan.engine_choice == expected.as_dict() and plan.backend == expected.engine
     assert plan.graph == measured_dir / "model.onnx"  # OpenVINO's graph, and fp32 ONNX Runtime's without export.json
     # explicit settings are never overridden by the record
