@@ -78,8 +78,9 @@ def compile_config(plan: Plan, isa: CpuIsa, streams: int) -> dict[str, object]:
 
 
 class Requests:
-    """A compiled model and its infer requests, one per caller at a time (``borrow``/``give``).
-    Its first inference runs here, on the constructing thread (see :func:`first_call`)."""
+    """A compiled model and its infer requests, each used by one caller at a time (a worker takes
+    one from the queue for its batch). Its first inference runs here, on the constructing thread
+    (see :func:`first_call`)."""
 
     def __init__(self, core, model, config: dict[str, object], count: int) -> None:
         self.config = config
