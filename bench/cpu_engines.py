@@ -77,8 +77,8 @@ def engines(model_dir: Path) -> dict[str, Callable[[], Runner]]:
 
 
 def photo_batch(model_dir: Path, count: int) -> np.ndarray:
-    from export.verify import load_photos
     from jepa.formats.native import read_config
+    from jepa.photos import load_photos
     from jepa.preprocess import normalize
 
     config = read_config(model_dir)

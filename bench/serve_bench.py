@@ -198,7 +198,7 @@ def bench_paired(model: Path, cfg: BenchConfig, small: list[bytes], large: list[
 def lone_image_floor(model: Path, info: dict, small: list[bytes]) -> Callable[[], float]:
     """A function measuring, in this process, the least a lone request can cost: the service's own
     ``decode_image`` on the small photos plus one batch-1 forward of the backend and dtype the
-    service runs (ONNX Runtime with all threads, as its wide session), medians in ms."""
+    service runs (ONNX Runtime with all threads, as its wide session; OpenVINO as compiled), medians in ms."""
     from bench.ceiling import ONNX_GRAPHS, SHORT_DTYPE, onnx_runner, time_forward, torch_runner
     from jepa.formats.native import read_config
 
@@ -206,6 +206,10 @@ def lone_image_floor(model: Path, info: dict, small: list[bytes]) -> Callable[[]
     dtype = SHORT_DTYPE[backend["dtype"]]
     if backend["name"] == "onnxruntime":
         run = onnx_runner(model / backend.get("graph", ONNX_GRAPHS[dtype]), "cpu")
+    elif backend["name"] == "openvino":  # compiled as the service compiled it
+        from bench.cpu_engines import openvino
+
+        run = openvino(model / backend["graph"], backend["compile_config"].get("INFERENCE_PRECISION_HINT"))
     else:
         run = torch_runner(model, dtype, "cpu")
     x = np.zeros((1, 3, config.image_size, config.image_size), np.float32)

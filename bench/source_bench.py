@@ -88,6 +88,15 @@ def goals(part: dict) -> list[dict]:
     ]  # fmt: skip
 
 
+def engine_line(choice: dict | None) -> str:
+    """Which engine the service picked on this CPU and the figures it measured (service/engine_choice.py)."""
+    if not choice:
+        return "none made (not a CPU with backend and dtype auto)."
+    measured = choice.get("measured") or {}
+    rates = {k: measured[k]["images_s"] for k in ("openvino", "baseline") if k in measured}
+    return f"**{choice['engine']}**: {choice['why']}; measured images/s by batch: {rates or 'none'}."
+
+
 def markdown(part: dict) -> list[str]:
     backend, opt = part["info"].get("backend", {}), part.get("first_optimize") or {}
     rounds = ", ".join(
@@ -101,6 +110,7 @@ def markdown(part: dict) -> list[str]:
         f"{part['first_start_s']:.1f} s to /ready (build {opt.get('build_seconds')} s, status {opt.get('status')}), "
         f"second start {part['second_start_s']:.1f} s (status {part['info'].get('optimize', {}).get('status')}). "
         f"Served: {backend.get('name')} {backend.get('dtype')} ({backend.get('why')}).",
+        f"CPU engine choice (the build's engine trial, `engines.json`): {engine_line(backend.get('engine_choice'))}",
         "",
         f"Paired rounds at c={part['concurrency']}, small JPEGs, service vs naive: {rounds}; median "
         f"{part['median_ratio']:.2f}x. Min cosine vs fp32 `embed()`: {part['min_cosine_vs_fp32']:.6f}.",

@@ -22,8 +22,9 @@ from export.contract import EXPORTER
 from export.onnx import export_onnx, graph_ops
 from export.options import ExportOptions
 from export.quantize import quantize_int8
-from export.verify import Photos, check_graph_against_torch, enforce, load_photos, summarise
+from export.verify import check_graph_against_torch, enforce, summarise
 from jepa.contract import GRAPH_FILES, GRAPH_OUTPUT_NAMES, ExportRecord, GraphRecord
+from jepa.photos import Photos, load_photos
 from jepa.vit import Encoder
 
 

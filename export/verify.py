@@ -8,84 +8,23 @@ single elements are near zero) and the cosine similarity of each row (mean and m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from jepa.config import ModelConfig
 from jepa.contract import GRAPH_OUTPUT_NAMES, INPUT_NAME, OUTPUTS, UINT8_INPUT_NAME
 from jepa.heads import embed_tensors
-from jepa.preprocess import normalize, prepare_image
+from jepa.photos import Photos
+from jepa.preprocess import normalize
 from jepa.video_preprocess import normalize_clips
 from jepa.vit import Encoder
 
 BATCH_SIZES = (1, 7)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-# scikit-image's bundled RGB photographs (no download); greyscale/test patterns left out.
-SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
-                  "hubble_deep_field.jpg", "ihc.png", "motorcycle_right.png")  # fmt: skip
 
 
 class VerificationError(RuntimeError):
     """An exported graph disagrees with PyTorch beyond its threshold; the message holds the numbers."""
-
-
-@dataclass(frozen=True)
-class Photos:
-    """Real images for verification, already resized: ``pixels`` is ``uint8 [B, S, S, 3]``."""
-
-    pixels: np.ndarray
-    source: str
-    names: tuple[str, ...]
-
-
-def load_photos(config: ModelConfig, images_dir: Path | None = None, count: int = max(BATCH_SIZES)) -> Photos:
-    """``count`` photos prepared with the model's own preprocessing.
-
-    From ``images_dir`` when given, else scikit-image's bundled photos when it is installed, else
-    smooth synthetic images (recorded as such, so export.json says which were used).
-    """
-    from PIL import Image
-
-    if images_dir is not None:
-        paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
-        source = f"dir:{images_dir}"
-    else:
-        paths, source = _skimage_photos(), "scikit-image"
-    if not paths:
-        return Photos(_synthetic(config.image_size, count), "synthetic", ())
-    paths = [paths[i % len(paths)] for i in range(count)]
-    pixels = []
-    for path in paths:
-        with Image.open(path) as im:
-            pixels.append(prepare_image(im, config.preprocess, config.image_size))
-    return Photos(np.stack(pixels), source, tuple(p.name for p in paths))
-
-
-def _skimage_photos() -> list[Path]:
-    try:
-        import skimage.data
-    except ImportError:
-        return []
-    root = Path(skimage.data.__file__).parent
-    return [root / name for name in SKIMAGE_PHOTOS if (root / name).is_file()]
-
-
-def _synthetic(size: int, count: int) -> np.ndarray:
-    """Smooth colour gradients plus noise: image-like statistics without any image files."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    out = []
-    for _ in range(count):
-        a, b, c = rng.uniform(-1, 1, (3, 3))
-        img = np.stack([a[i] * xx + b[i] * yy + c[i] for i in range(3)], axis=-1)
-        img = (img - img.min()) / (np.ptp(img) + 1e-6) * 200 + rng.normal(0, 20, img.shape)
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
 
 
 def compare(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:

@@ -201,3 +201,54 @@ def read_record(directory: str | Path) -> ExportRecord | None:
         return ExportRecord.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as e:
         raise CheckpointError(path, f"not a jepa-export record of format_version 2 ({e}); re-export the model") from e
+
+
+# -- the engine trial (service/engine_trial.py): which CPU engine serves this model fastest here --
+ENGINES_FILE = "engines.json"
+EngineName = Literal["onnxruntime", "openvino"]
+
+
+class EngineRun(_Record):
+    """One engine run as the service would run it, timed on the machine the record names."""
+
+    engine: EngineName
+    graph: str
+    precision: str = Field(description="what it computes in: the graph's dtype, or OpenVINO's inference precision")
+    workers: int = Field(description="batches run at once (threads calling the backend)")
+    threads: int = Field(description="intra-op threads in all")
+    images_s: dict[int, float] = Field(description="batch size -> images/s, median over rounds")
+    rounds: dict[int, tuple[float, ...]] = Field(default_factory=dict, description="batch size -> each round's")
+
+
+class EnginesRecord(_Record):
+    """``engines.json``: OpenVINO checked on photos against the fp32 graph and timed against the
+    ONNX Runtime graph the service would otherwise serve, on one machine (``isa``, ``cpus``)."""
+
+    format: Literal["jepa-engines"] = "jepa-engines"
+    format_version: Literal[1] = 1
+    created: str
+    isa: dict[str, Any] = Field(description="the CPU's ISA (service.cpu_features.CpuIsa.as_dict)")
+    cpus: int = Field(description="the thread budget the engines were timed with")
+    versions: dict[str, str]
+    photos: str = Field(description="where the check's photos came from (jepa.photos)")
+    reference: str = Field(description="what the cosines compare against")
+    cosine_min: dict[str, float] = Field(description="OpenVINO's least cosine to the reference, by output")
+    baseline: EngineRun
+    openvino: EngineRun
+
+    def write(self, directory: Path) -> Path:
+        path = Path(directory) / ENGINES_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+
+def read_engines(directory: str | Path) -> EnginesRecord | None:
+    """``engines.json`` of a model directory; ``None`` when there is none. Raises
+    :class:`~jepa.errors.CheckpointError` naming the file when it exists but does not parse."""
+    path = Path(directory) / ENGINES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return EnginesRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as e:
+        raise CheckpointError(path, f"not a jepa-engines record of format_version 1 ({e})") from e

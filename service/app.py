@@ -31,7 +31,7 @@ from service.image_queue import Result
 from service.inputs import parse_embed_request
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.optimize import Optimizer
-from service.plan import RequestLimits, cuda_present
+from service.plan import RequestLimits, cuda_present, require_backend
 from service.runtime import Runtime, start
 from service.schemas import EmbedOptions, EmbedRequest, EmbedResponse, ErrorResponse
 from service.settings import Settings
@@ -99,7 +99,9 @@ async def stop_prepare(state: AppState, task: asyncio.Task[None] | None) -> None
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The app for ``settings``; raises ``ValueError`` when no model is given or found."""
+    """The app for ``settings``; raises ``ValueError`` when no model is given or found, or the
+    backend asked for is not installed."""
+    require_backend(settings)
     pool = ThreadPoolExecutor(settings.decode_pool_size(), thread_name_prefix="jepa-decode")
     processes = DecodeProcesses(settings.decode_processes) if settings.decode_processes else None
     slots = DecodeSlots(
@@ -286,6 +288,7 @@ def describe(state: AppState, runtime: Runtime) -> dict[str, object]:
             "why": info.reason,
             "input": info.input_kind,
             **info.details,
+            "engine_choice": plan.engine_choice,
         },
         "limits": {
             "max_concurrent_requests": s.max_concurrent_requests,

@@ -17,6 +17,12 @@ fastest on the H200 (docs/BENCHMARKS.md), and that needs only the weights.
   a child process returns all of it to the OS when it exits, and an OOM-kill there is reported
   as a failed build (the service then serves the source as before) instead of killing the server.
 
+Where openvino imports, the build then runs the engine trial (``python -m service.engine_trial``,
+a second child process) on the new graphs: OpenVINO checked on photos and timed against the ONNX
+Runtime graph on this machine, recorded in the entry's ``engines.json``, from which
+:mod:`service.engine_choice` picks the engine at every start. A failed trial leaves no record, and
+ONNX Runtime is served as before.
+
 The build runs only where torch, onnx, onnxscript and onnxruntime can be imported (checked with
 ``find_spec``, nothing imported). The cache key covers everything that determines the result:
 the weights' sha256, the source's config files, the project version, the versions of torch,
@@ -43,7 +49,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from jepa.contract import CONFIG_FILE, WEIGHTS_FILE, graph_for_dtype, read_record
+from jepa.contract import CONFIG_FILE, ENGINES_FILE, WEIGHTS_FILE, graph_for_dtype, read_record
 from jepa.errors import CheckpointError
 from jepa.formats import detect_format, native, shards
 from service import cache
@@ -55,7 +61,8 @@ log = logging.getLogger("service")
 # recorded; the 0.999 rule is applied when serving, so a weak int8 graph costs nothing but disk.
 RECIPE = ("--int8", "--int8-min-cos", "1e-6")
 BUILD_NEEDS = ("torch", "onnx", "onnxscript", "onnxruntime")
-KEY_VERSIONS = ("jepa-embed", *BUILD_NEEDS)
+KEY_VERSIONS = ("jepa-embed", *BUILD_NEEDS, "openvino")  # openvino: the entry's engines.json
+TRIAL_TIMEOUT_S = 1800.0
 SOURCE_CONFIGS = (CONFIG_FILE, "preprocessor_config.json")  # ours / HF's, and HF's preprocessing
 DROPPED = (WEIGHTS_FILE,)  # the ONNX backend reads the graphs and config.json only
 PROGRESS_EVERY_S = 30.0
@@ -212,6 +219,27 @@ class ExportRun:
             self.proc.terminate()
 
 
+def engine_trial(stage: Path, settings: Settings) -> str:
+    """Run ``python -m service.engine_trial`` on the built graphs in ``stage``; returns what
+    happened, for the entry's facts. A failure only costs the record (ONNX Runtime is served)."""
+    if not _importable("openvino"):
+        return "skipped: openvino is not installed"
+    cmd = [sys.executable, "-m", "service.engine_trial", str(stage), "--threads", str(settings.thread_budget()),
+           "--workers", str(settings.inference_workers), "--max-batch-size", str(settings.max_batch_size)]  # fmt: skip
+    log.info("optimize: timing OpenVINO against ONNX Runtime: %s", " ".join(cmd))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TRIAL_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return f"failed: no result after {TRIAL_TIMEOUT_S:.0f} s"
+    lines = (done.stdout + done.stderr).strip().splitlines() or ["(no output)"]
+    if done.returncode != 0:
+        (stage / ENGINES_FILE).unlink(missing_ok=True)
+        log.warning("optimize: the engine trial failed (exit %s): %s", done.returncode, " | ".join(lines[-4:]))
+        return f"failed (exit {done.returncode}): {lines[-1]}"
+    log.info("optimize: %s", lines[-1])
+    return "measured"
+
+
 @dataclass
 class Optimizer:
     """One start's optimisation: :meth:`check` (fast) says whether a build is needed, :meth:`build`
@@ -260,7 +288,9 @@ class Optimizer:
                 seconds = self.run.run(Path(self.source), stage)
                 for name in DROPPED:
                     (stage / name).unlink(missing_ok=True)
-                manifest = cache.write_manifest(stage, self.key, self._facts(seconds, why))
+                self.status = f"timing OpenVINO against ONNX Runtime on {entry}"
+                trial = engine_trial(stage, self.settings)
+                manifest = cache.write_manifest(stage, self.key, {**self._facts(seconds, why), "engine_trial": trial})
                 cache.publish(stage, entry)
             except (BuildError, OSError) as e:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -287,7 +317,8 @@ class Optimizer:
         facts = manifest.facts
         return {
             "why": "CPU: ONNX Runtime graphs (fp32, and int8 where within cosine 0.999 of fp32 on photos) "
-            "run 2-4x eager torch fp32 here; the source had none (docs/BENCHMARKS.md)",
+            "run 2-4x eager torch fp32 here, and OpenVINO on the fp32 graph where the entry's engines.json "
+            "shows it verified and faster on this machine (backend.engine_choice); the source had none",
             "entry": str(self.root / self.key),
             "source": self.source,
             "created": facts.get("created"),
@@ -295,6 +326,7 @@ class Optimizer:
             "files": sorted(manifest.files),
             "isa": cpu_isa().as_dict(),
             "built_on_isa": facts.get("isa"),
+            "engine_trial": facts.get("engine_trial"),
         }
 
     def progress(self) -> str:

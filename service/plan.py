@@ -9,7 +9,9 @@ only the plan and ``/info`` shows exactly what was decided. :class:`BatchLimits`
   int8 graph when the export measured it within cosine 0.999 of fp32 on real photos (about 2x
   faster than ONNX Runtime fp32 on 2 cores, see docs/BENCHMARKS.md), else float32.
 - backend auto: ONNX Runtime when the model directory holds the graph for that dtype and
-  onnxruntime imports, else PyTorch.
+  onnxruntime imports, else PyTorch. On a CPU with dtype auto, OpenVINO on the fp32 graph instead
+  where the model's ``engines.json`` shows it verified and faster on this machine
+  (:mod:`service.engine_choice`).
 
 Nothing here imports torch unless a CUDA driver is present and torch is asked whether it sees it.
 """
@@ -26,7 +28,7 @@ from jepa.contract import graph_for_dtype, read_record
 from jepa.errors import CheckpointError
 from service.settings import Settings
 
-BackendName = Literal["torch", "onnxruntime"]
+BackendName = Literal["torch", "onnxruntime", "openvino"]
 # Default embeddings must stay this close to fp32 (cosine of the global embedding on photos).
 INT8_MIN_COSINE = 0.999
 
@@ -38,7 +40,7 @@ class Plan:
 
     model: str
     backend: BackendName
-    graph: Path | None  # the ONNX graph (onnxruntime only)
+    graph: Path | None  # the ONNX graph (onnxruntime and openvino)
     device: Literal["cpu", "cuda"]
     dtype: str
     workers: int
@@ -51,6 +53,7 @@ class Plan:
     spin: bool = True
     max_batch_size: int = 32
     attention_backend: str = "auto"  # torch: the SDPA kernel (service.backends.torch.sdpa_backends)
+    engine_choice: dict[str, object] | None = None  # CPU, auto: OpenVINO or ONNX Runtime, why, the figures
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,16 @@ def cuda_present(settings: Settings) -> bool:
     return _onnxruntime_sees_cuda()
 
 
+def require_backend(settings: Settings) -> None:
+    """Raise ``ValueError`` (a message and exit 2 from the CLI) when ``--backend openvino`` is asked
+    for where openvino cannot be imported, before anything starts."""
+    if settings.backend == "openvino" and not _importable("openvino"):
+        raise ValueError(
+            "backend openvino asked for, but openvino is not installed: pip install openvino (part of "
+            "jepa-embed[onnx] on x86-64), or use --backend onnxruntime"
+        )
+
+
 def graph_file(settings: Settings, dtype: str) -> str:
     return settings.onnx_file or graph_for_dtype(dtype)
 
@@ -133,6 +146,8 @@ def choose_dtype(settings: Settings, model: str) -> tuple[str, str]:
     """``(dtype, why)`` for ``settings.dtype``; ``why`` is shown in ``/info``."""
     if settings.dtype != "auto":
         return settings.dtype, "asked for explicitly"
+    if settings.backend == "openvino":
+        return "auto", "auto: OpenVINO's default for this CPU (bfloat16 only where the CPU has it natively)"
     if cuda_present(settings):
         return "bfloat16", "auto: a CUDA device is present"
     if settings.backend == "torch" or settings.onnx_file or not _importable("onnxruntime"):
@@ -168,23 +183,57 @@ def choose_device(settings: Settings, backend: BackendName) -> Literal["cpu", "c
     """``cuda`` when asked for, or ``auto`` and the chosen backend's library sees a GPU."""
     if settings.device != "auto":
         return settings.device
+    if backend == "openvino":
+        return "cpu"
     sees = _torch_sees_cuda() if backend == "torch" else _onnxruntime_sees_cuda()
     return "cuda" if sees else "cpu"
+
+
+def graph_path(settings: Settings, model: str, backend: BackendName, dtype: str) -> Path | None:
+    """The graph a graph backend loads: OpenVINO takes the fp32 graph (it picks its own precision)."""
+    if backend == "torch":
+        return None
+    return Path(model) / graph_file(settings, "float32" if backend == "openvino" else dtype)
+
+
+def default_workers(settings: Settings, backend: BackendName, device: str) -> int:
+    """``--inference-workers``, else two half-width workers for ONNX Runtime on a CPU with two or
+    more threads (the setting's help says why), else one: OpenVINO's one stream on every thread
+    served ViT-S/16 better than two (service/backends/openvino.py)."""
+    if settings.inference_workers:
+        return settings.inference_workers
+    return 2 if backend == "onnxruntime" and device == "cpu" and settings.thread_budget() >= 2 else 1
+
+
+def pick_cpu_engine(settings: Settings, model: str, backend: BackendName, device: str) -> dict[str, object] | None:
+    """OpenVINO or ONNX Runtime, for a CPU with backend and dtype auto (else None: nothing to choose)."""
+    if not (backend == "onnxruntime" and device == "cpu" and settings.backend == "auto"):
+        return None
+    if settings.dtype != "auto" or settings.onnx_file:
+        return None
+    from service.cpu_features import cpu_isa
+    from service.engine_choice import choose_for_model
+
+    workers = {e: default_workers(settings, e, device) for e in ("openvino", "onnxruntime")}
+    return choose_for_model(model, cpu_isa(), settings.thread_budget(), workers).as_dict()
 
 
 def resolve_plan(settings: Settings, model: str) -> Plan:
     """The one place ``auto`` settings become decisions; raises ``ValueError`` for impossible mixes."""
     dtype, dtype_why = choose_dtype(settings, model)
     backend, why = choose_backend(settings, model, dtype)
-    if backend == "torch" and dtype == "int8":
+    if backend in ("torch", "openvino") and dtype == "int8":
         raise ValueError("dtype int8 needs the onnxruntime backend and model.int8.onnx in the model directory")
     device = choose_device(settings, backend)
+    choice = pick_cpu_engine(settings, model, backend, device)
+    if choice is not None and choice["engine"] == "openvino":
+        backend, why, dtype, dtype_why = "openvino", f"auto: {choice['why']}", "auto", "OpenVINO's default here"
     cpu_ort = backend == "onnxruntime" and device == "cpu"
-    workers = settings.inference_workers or (2 if cpu_ort and settings.thread_budget() >= 2 else 1)
+    workers = default_workers(settings, backend, device)
     return Plan(
         model=model,
         backend=backend,
-        graph=Path(model) / graph_file(settings, dtype) if backend == "onnxruntime" else None,
+        graph=graph_path(settings, model, backend, dtype),
         device=device,
         dtype=dtype,
         workers=workers,
@@ -198,4 +247,5 @@ def resolve_plan(settings: Settings, model: str) -> Plan:
         spin=settings.inference_spin,
         max_batch_size=settings.max_batch_size,
         attention_backend=settings.attention_backend,
+        engine_choice=choice,
     )

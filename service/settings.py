@@ -31,10 +31,12 @@ class Settings(BaseSettings):
         "Face cache (HF_HOME): a short name from `python -m jepa models`, a Hub id org/name[@revision], or a "
         f"checkpoint URL. Default: {DEFAULT_MODEL_DIR} when it exists.",
     )
-    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto",
         description="Inference backend. auto = onnxruntime when the model directory holds the ONNX graph "
-        "and onnxruntime is importable, else torch.",
+        "and onnxruntime is importable, else torch; on a CPU with dtype auto, openvino (on model.onnx) instead "
+        "where the model's engines.json shows it verified and faster on this machine (the start-up build "
+        "measures it). openvino: CPU only, its default precision (bfloat16 only where the CPU has it natively).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
@@ -67,9 +69,10 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Batches that run at once, each in its own thread on one shared model. 0 = auto: 2 with "
-        "onnxruntime on a CPU with 2 or more threads to split, else 1. Several CPU workers share the threads "
-        "(1/N each): on 2 cores that ran ViT-S/16 int8 at 95.9 img/s against 85.1 for one caller with both "
-        "threads (bench/ceiling.py), and HTTP and decode work then delays one batch, not every operator. A "
+        "onnxruntime on a CPU with 2 or more threads to split, else 1 (openvino: 1 stream on all threads). Several "
+        "CPU workers share the threads (1/N each): on 2 cores that ran ViT-S/16 int8 at 95.9 img/s against 85.1 "
+        "for one caller with both threads (bench/ceiling.py), and HTTP and decode work then delays one batch, not "
+        "every operator. A "
         "lone image still runs with all threads (docs/BENCHMARKS.md).",
     )
     cuda_graphs: bool = Field(
@@ -255,8 +258,10 @@ class Settings(BaseSettings):
             )
         if self.backend == "onnxruntime" and self.dtype == "bfloat16":
             raise ValueError("dtype bfloat16 is only supported by the torch backend")
-        if self.backend == "torch" and self.dtype == "int8":
+        if self.backend in ("torch", "openvino") and self.dtype == "int8":
             raise ValueError("dtype int8 is only supported by the onnxruntime backend (model.int8.onnx)")
+        if self.backend == "openvino" and self.device == "cuda":
+            raise ValueError("the openvino backend runs on the CPU only (--device cpu or auto)")
         return self
 
     def resolved_model(self) -> str:

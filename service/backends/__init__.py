@@ -1,7 +1,8 @@
-"""Inference backends: PyTorch (``torch.py``) and ONNX Runtime (``onnx.py``) behind one protocol.
+"""Inference backends: PyTorch (``torch.py``), ONNX Runtime (``onnx.py``) and OpenVINO
+(``openvino.py``) behind one protocol.
 
 Which one runs, on what, is decided before either is imported (:func:`service.plan.resolve_plan`);
-:func:`load_backend` only builds what the plan names. The ONNX path never imports torch.
+:func:`load_backend` only builds what the plan names. The ONNX and OpenVINO paths never import torch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ def load_backend(plan: Plan) -> Backend:
         from service.backends.onnx import OnnxBackend
 
         return OnnxBackend(plan)
+    if plan.backend == "openvino":
+        from service.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(plan)
     from service.backends.torch import TorchBackend
 
     return TorchBackend(plan)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
 from jepa.config import ModelConfig
-from jepa.contract import Embeddings, Output
+from jepa.contract import OUTPUT_SPECS, OUTPUTS, Embeddings, Output
+from jepa.errors import CheckpointError
 
 # uint8 [S, S, 3] images -> the batch ``Backend.run`` takes (stacked; normalised for float input)
 Assemble = Callable[[list[np.ndarray]], np.ndarray]
@@ -66,3 +68,12 @@ def is_fatal(error: BaseException) -> bool:
     """True for errors that leave the device unusable (CUDA faults, device OOM): latch not-ready."""
     text = f"{type(error).__name__}: {error}".lower()
     return any(marker in text for marker in _FATAL_MARKERS)
+
+
+def graph_outputs(graph: Path, names: set[str]) -> frozenset[Output]:
+    """The outputs a graph with output tensors ``names`` has; ``global`` and ``patch`` are required
+    (graphs exported before ``multilayer`` existed lack only that one)."""
+    required = {OUTPUT_SPECS["global"].tensor, OUTPUT_SPECS["patch"].tensor}
+    if not required <= names:
+        raise CheckpointError(graph, f"outputs {sorted(names)} lack {sorted(required - names)}")
+    return frozenset(o for o in OUTPUTS if OUTPUT_SPECS[o].tensor in names)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from jepa.contract import GRAPH_FILES, OUTPUT_SPECS, OUTPUTS, Embeddings, Output, read_record
 from jepa.errors import CheckpointError
 from jepa.formats.native import read_config
-from service.backends.base import BackendInfo
+from service.backends.base import BackendInfo, graph_outputs
 from service.plan import Plan
 
 log = logging.getLogger("service")
@@ -57,7 +57,7 @@ class OnnxBackend:
         # Several CPU workers split the threads; a batch that runs alone gets a session with all of them.
         self._wide_session = make_session(graph, providers, plan.wide_threads, plan.spin) if plan.wide else None
         self.input_name = _input_name(graph, self.session)
-        self.outputs = _graph_outputs(graph, self.session)
+        self.outputs = graph_outputs(graph, {o.name for o in self.session.get_outputs()})
         active = self.session.get_providers()
         if plan.device == "cuda" and active[0] == "CPUExecutionProvider":
             # ONNX Runtime falls back to the CPU with only a log line when the CUDA libraries fail to
@@ -98,15 +98,6 @@ def _input_name(graph: Path, session: ort.InferenceSession) -> str:
     if len(inputs) != 1:
         raise CheckpointError(graph, f"expected one input, found {[i.name for i in inputs]}")
     return inputs[0].name
-
-
-def _graph_outputs(graph: Path, session: ort.InferenceSession) -> frozenset[Output]:
-    """The outputs this graph has; ``global`` and ``patch`` are required."""
-    names = {o.name for o in session.get_outputs()}
-    required = {OUTPUT_SPECS["global"].tensor, OUTPUT_SPECS["patch"].tensor}
-    if not required <= names:
-        raise CheckpointError(graph, f"outputs {sorted(names)} lack {sorted(required - names)}")
-    return frozenset(o for o in OUTPUTS if OUTPUT_SPECS[o].tensor in names)
 
 
 def _graph_dtype(graph: Path) -> str:

@@ -14,7 +14,8 @@ import torch
 
 import jepa
 from export.__main__ import main
-from export.verify import VerificationError, enforce, load_photos
+from export.verify import VerificationError, enforce
+from jepa.photos import load_photos
 
 REPO = Path(__file__).resolve().parents[2]
 

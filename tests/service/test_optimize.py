@@ -4,6 +4,7 @@ in the cache on the next start. Real servers on loopback, real exports, real pho
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import torch
 
 import jepa
 from export.verify import compare
+from jepa.contract import read_engines
 from service import cache
 from service.cpu_features import parse_cpuinfo
 from service.optimize import Optimizer, skip_reason
@@ -91,6 +93,19 @@ def recorded_int8_cosine(entry: Path) -> float:
     return record["graphs"]["model.int8.onnx"]["summary"]["photos_global_cos_mean"]
 
 
+def check_engine_choice(entry: Path, opt: dict, backend: dict) -> None:
+    """Where openvino is installed the build measured it (engines.json in the entry, OpenVINO
+    verified on photos) and the engine served is the one the record picks; else ONNX Runtime."""
+    if importlib.util.find_spec("openvino") is None:
+        assert opt["engine_trial"].startswith("skipped") and backend["name"] == "onnxruntime"
+    else:
+        assert opt["engine_trial"] == "measured" and "engines.json" in opt["files"], opt
+        assert read_engines(entry).cosine_min["global"] >= 0.999
+        assert backend["engine_choice"]["engine"] == backend["name"], backend["engine_choice"]
+    if backend["name"] == "onnxruntime":
+        assert backend["dtype"] == ("int8" if recorded_int8_cosine(entry) >= 0.999 else "float32"), backend
+
+
 def test_hf_dir_is_built_in_the_background_then_served_from_the_cache(tiny_hf_dir, tmp_path, photos):
     root = tmp_path / "cache"
     proc, url = launch(["--model", str(tiny_hf_dir), "--no-jpeg-draft"], root)
@@ -104,8 +119,7 @@ def test_hf_dir_is_built_in_the_background_then_served_from_the_cache(tiny_hf_di
         assert opt["status"] == "built" and entry.parent == root and info["model_path"] == str(entry)
         assert opt["source"] == str(tiny_hf_dir) and opt["build_seconds"] > 0 and opt["created"]
         assert opt["isa"]["kind"] and "ONNX Runtime" in opt["why"]
-        assert backend["name"] == "onnxruntime"
-        assert backend["dtype"] == ("int8" if recorded_int8_cosine(entry) >= 0.999 else "float32"), backend
+        check_engine_choice(entry, opt, backend)
         reference = jepa.load_encoder(tiny_hf_dir).embed(photos)["global"]
         assert compare(reference, served_globals(url, photos))["cos_min"] >= 0.999
     finally:
