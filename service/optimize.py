@@ -289,14 +289,18 @@ class Optimizer:
                 for name in DROPPED:
                     (stage / name).unlink(missing_ok=True)
                 self.status = f"timing OpenVINO against ONNX Runtime on {entry}"
+                trial_started = time.monotonic()
                 trial = engine_trial(stage, self.settings)
+                trial_seconds = time.monotonic() - trial_started
                 manifest = cache.write_manifest(stage, self.key, {**self._facts(seconds, why), "engine_trial": trial})
                 cache.publish(stage, entry)
             except (BuildError, OSError) as e:
                 shutil.rmtree(stage, ignore_errors=True)
                 log.warning("optimize: build failed, serving the source as given: %s", e)
                 return Optimized(self.source, {"status": "failed", "why": str(e), "isa": cpu_isa().as_dict()})
-        log.info("optimize: built %s in %.1f s", entry, seconds)
+        log.info(
+            "optimize: built %s: export and verification %.1f s, engine trial %.1f s", entry, seconds, trial_seconds
+        )
         return Optimized(str(entry), {"status": "built", **self._report(manifest)})
 
     def _facts(self, seconds: float, why: str) -> dict[str, object]:
