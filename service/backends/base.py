@@ -70,6 +70,14 @@ def is_fatal(error: BaseException) -> bool:
     return any(marker in text for marker in _FATAL_MARKERS)
 
 
+def require_graph(graph: Path | None, model: Path) -> Path:
+    """The graph a plan names, or :class:`CheckpointError` naming what is missing (the graph
+    backends, ONNX Runtime and OpenVINO, both serve a file ``python -m export`` wrote)."""
+    if graph is None or not graph.is_file():
+        raise CheckpointError(graph or model, "ONNX graph not found (export the model first, or use --backend torch)")
+    return graph
+
+
 def graph_outputs(graph: Path, names: set[str]) -> frozenset[Output]:
     """The outputs a graph with output tensors ``names`` has; ``global`` and ``patch`` are required
     (graphs exported before ``multilayer`` existed lack only that one)."""

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from jepa.contract import GRAPH_FILES, OUTPUT_SPECS, OUTPUTS, Embeddings, Output, read_record
 from jepa.errors import CheckpointError
 from jepa.formats.native import read_config
-from service.backends.base import BackendInfo, graph_outputs
+from service.backends.base import BackendInfo, graph_outputs, require_graph
 from service.plan import Plan
 
 log = logging.getLogger("service")
@@ -44,11 +44,7 @@ def pick_providers(device: str, tensorrt: bool = False) -> list[str]:
 
 class OnnxBackend:
     def __init__(self, plan: Plan) -> None:
-        graph = plan.graph
-        if graph is None or not graph.is_file():
-            raise CheckpointError(
-                graph or plan.model, "ONNX graph not found (export the model first, or use --backend torch)"
-            )
+        graph = require_graph(plan.graph, plan.model)
         self.config = read_config(graph.parent)
         providers = pick_providers(plan.device, plan.tensorrt)
         if plan.device == "cuda":

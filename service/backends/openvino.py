@@ -38,7 +38,7 @@ import numpy as np
 from jepa.contract import OUTPUT_SPECS, OUTPUTS, Embeddings, Output
 from jepa.errors import CheckpointError
 from jepa.formats.native import read_config
-from service.backends.base import BackendInfo, graph_outputs
+from service.backends.base import BackendInfo, graph_outputs, require_graph
 from service.cpu_features import CpuIsa, cpu_isa
 from service.plan import Plan
 
@@ -118,11 +118,7 @@ def import_openvino():  # -> the openvino module
 
 class OpenVinoBackend:
     def __init__(self, plan: Plan) -> None:
-        graph = plan.graph
-        if graph is None or not graph.is_file():
-            raise CheckpointError(
-                graph or plan.model, "ONNX graph not found (export the model first, or use --backend torch)"
-            )
+        graph = require_graph(plan.graph, plan.model)
         ov = import_openvino()
         self.config = read_config(graph.parent)
         core, isa = ov.Core(), cpu_isa()
