@@ -194,13 +194,22 @@ def read_record(directory: str | Path) -> ExportRecord | None:
     """``export.json`` of a model directory; ``None`` when there is none. Raises
     :class:`~jepa.errors.CheckpointError` naming the file when it exists but does not parse (an
     older format included: re-export with ``python -m export``)."""
-    path = Path(directory) / RECORD_FILE
+    return _read_json_record(Path(directory) / RECORD_FILE, ExportRecord, "jepa-export record of format_version 2",
+                             "; re-export the model")  # fmt: skip
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def _read_json_record(path: Path, model: type[R], what: str, hint: str = "") -> R | None:
+    """``model`` parsed from the JSON file ``path``; ``None`` when there is none, and
+    :class:`~jepa.errors.CheckpointError` naming the file when it exists but does not parse."""
     if not path.is_file():
         return None
     try:
-        return ExportRecord.model_validate_json(path.read_bytes())
+        return model.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as e:
-        raise CheckpointError(path, f"not a jepa-export record of format_version 2 ({e}); re-export the model") from e
+        raise CheckpointError(path, f"not a {what} ({e}){hint}") from e
 
 
 # -- the engine trial (service/engine_trial.py): which CPU engine serves this model fastest here --
@@ -245,10 +254,4 @@ class EnginesRecord(_Record):
 def read_engines(directory: str | Path) -> EnginesRecord | None:
     """``engines.json`` of a model directory; ``None`` when there is none. Raises
     :class:`~jepa.errors.CheckpointError` naming the file when it exists but does not parse."""
-    path = Path(directory) / ENGINES_FILE
-    if not path.is_file():
-        return None
-    try:
-        return EnginesRecord.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as e:
-        raise CheckpointError(path, f"not a jepa-engines record of format_version 1 ({e})") from e
+    return _read_json_record(Path(directory) / ENGINES_FILE, EnginesRecord, "jepa-engines record of format_version 1")
