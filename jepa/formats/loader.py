@@ -16,7 +16,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from jepa.config import ModelConfig, Preprocess, Provenance, vjepa2_preprocess
-from jepa.contract import WEIGHTS_FILE
 from jepa.errors import CheckpointError, ConfigError
 from jepa.formats import _read_json_object, hf, meta, native, shards, vjepa2
 from jepa.vit import Encoder
@@ -49,8 +48,7 @@ def build_and_load(config: ModelConfig, state: Mapping[str, Any], path: str | Pa
 def _read_safetensors(path: Path) -> tuple[Path, str, dict[str, torch.Tensor]]:
     """``(file to name in errors, weights sha256, tensors)`` of a Hugging Face directory, from
     ``model.safetensors`` or from the shards its index names (:mod:`jepa.formats.shards`)."""
-    files = shards.weight_files(path)
-    expected = shards.shard_map(path / shards.INDEX_FILE) if len(files) > 1 or files[0].name != WEIGHTS_FILE else None
+    files, expected = shards.locate(path)
     state: dict[str, torch.Tensor] = {}
     for weights in files:
         try:
@@ -64,7 +62,7 @@ def _read_safetensors(path: Path) -> tuple[Path, str, dict[str, torch.Tensor]]:
         state.update(part)
     if expected is not None and (missing := sorted(set(expected) - set(state))):
         raise CheckpointError(path / shards.INDEX_FILE, f"tensors named by the index are in no shard: {missing[:5]}")
-    named = files[0] if len(files) == 1 else path / shards.INDEX_FILE
+    named = files[0] if expected is None else path / shards.INDEX_FILE
     return named, shards.weights_sha256(files), state
 
 

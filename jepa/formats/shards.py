@@ -20,19 +20,26 @@ from jepa.formats.native import sha256_file
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def weight_files(directory: Path) -> list[Path]:
-    """The safetensors files of ``directory``: the single file, else every shard its index names.
+def locate(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The safetensors files of ``directory`` and, when they are shards, the index's map (tensor
+    name -> shard file) they must agree with; ``None`` for a single ``model.safetensors``.
 
     Raises :class:`CheckpointError` naming the index when it is malformed, names a file outside
     the directory, or names a shard that is not there (a partial download).
     """
     single = directory / WEIGHTS_FILE
     if single.is_file():
-        return [single]
+        return [single], None
     index = directory / INDEX_FILE
     if not index.is_file():
         raise CheckpointError(directory, f"Hugging Face directory has no {WEIGHTS_FILE} (nor {INDEX_FILE} for shards)")
-    return [directory / name for name in sorted(set(shard_map(index).values()))]
+    weight_map = shard_map(index)
+    return [directory / name for name in sorted(set(weight_map.values()))], weight_map
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of ``directory``: the single file, else every shard its index names."""
+    return locate(directory)[0]
 
 
 def shard_map(index: Path) -> dict[str, str]:
