@@ -23,14 +23,18 @@ CLIS = {
     "export.__main__": "usage:",
     "training.pretrain": "usage:",
     "training.evaluate": "usage:",
+    "service.engine_trial": "usage:",
     "bench.ceiling": "usage:",
+    "bench.cpu_engines": "usage:",
     "bench.decode_bench": "usage:",
     "bench.export_bench": "usage:",
+    "bench.gil_bench": "usage:",
     "bench.gpu_bench": "usage:",
     "bench.naive_server": "usage:",
     "bench.pyspy": "usage:",
     "bench.serve_bench": "usage:",
     "bench.train_throughput": "usage:",
+    "bench.video_bench": "usage:",
 }
 
 
