@@ -8,11 +8,12 @@ bounded before and while it runs:
 - the codec must be one of :data:`CODECS`;
 - frame size (``max_pixels``, checked on the header and on every decoded frame), duration,
   frame count and wall time are limits: a first pass only demuxes (counts packets, cheap), the
-  second decodes and keeps just the sampled frames, each prepared like an image.
+  second decodes and keeps just the sampled frames, each shown as a player shows it (display
+  rotation, square pixels: :func:`as_displayed`) and prepared like an image.
 
 A corrupt or truncated file is refused, never embedded from what happened to decode: FFmpeg
 errors, fewer frames than the MP4 index lists, a Matroska segment longer than the bytes sent,
-a GIF without its trailer. Errors are the service's typed 4xx (:mod:`service.errors`).
+a GIF whose blocks do not run to its trailer. Errors are the service's typed 4xx (:mod:`service.errors`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
+from PIL import Image
 
 from jepa.config import Preprocess, Temporal
-from jepa.preprocess import prepare_image
+from jepa.preprocess import RESAMPLING, prepare_image
 from jepa.video_preprocess import sample_indices
 from service.errors import ApiError, InvalidVideo, PayloadTooLarge, UnsupportedMediaType
 
@@ -34,6 +37,8 @@ IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b
 CODECS = ("h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "gif", "mjpeg", "prores")
 _EBML = b"\x1a\x45\xdf\xa3"
 _SEGMENT = b"\x18\x53\x80\x67"
+# Counter-clockwise quarter turns, as Pillow names them.
+_QUARTER_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
 
 @dataclass(frozen=True)
@@ -144,17 +149,38 @@ def _decode_frames(
     wanted = sample_indices(max(count, 1), temporal.frames_per_clip, temporal.frame_step)
     kept: dict[int, np.ndarray] = {}
     container, stream = _open_stream(data, fmt, index)
+    # A GIF's pixel-aspect byte is ignored by browsers, the players GIFs are made for; so here too.
+    sample_aspect = None if fmt == "gif" else stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     decoded = 0
     with container:
         for frame in container.decode(stream):
             _check_pixels(frame.width, frame.height, index, options)
             if decoded in wanted:
-                kept[decoded] = prepare_image(frame.to_image(), options.preprocess, options.image_size)
+                image = as_displayed(frame.to_image(), frame.rotation, sample_aspect, options.preprocess)
+                kept[decoded] = prepare_image(image, options.preprocess, options.image_size)
             decoded += 1
             _check_time(deadline, index, options)
     if decoded == 0 or len(kept) < len(set(wanted)):
         return np.empty(0, np.uint8), decoded
     return np.stack([kept[i] for i in wanted]), decoded
+
+
+def as_displayed(
+    image: Image.Image, rotation: float, sample_aspect: Fraction | None, config: Preprocess
+) -> Image.Image:
+    """A decoded frame as players show it, which is what the clip should be of (as EXIF
+    orientation is honoured for photos): anamorphic pixels (sample aspect ratio not 1, e.g. DV
+    and broadcast) scaled to square ones, by shrinking the longer side so the frame never grows;
+    then turned by the display matrix's ``rotation`` (degrees counter-clockwise, as FFmpeg reads
+    it), which phones set on video they store landscape. A mirroring matrix is not applied."""
+    if sample_aspect is not None and sample_aspect > 0 and sample_aspect != 1:
+        w, h = image.size
+        size = (w, max(1, round(h / sample_aspect))) if sample_aspect > 1 else (max(1, round(w * sample_aspect)), h)
+        image = image.resize(size, resample=RESAMPLING[config.interpolation])
+    turn = round(rotation) % 360
+    if turn in _QUARTER_TURNS:
+        return image.transpose(_QUARTER_TURNS[turn])
+    return image if turn == 0 else image.rotate(turn, resample=Image.Resampling.BICUBIC, expand=True)
 
 
 def _check_complete(data: bytes, fmt: str, index: int) -> None:
@@ -165,8 +191,8 @@ def _check_complete(data: bytes, fmt: str, index: int) -> None:
         raise InvalidVideo(
             f"video {index} is truncated: its MP4/MOV boxes declare {end} bytes, {len(data)} sent", index=index
         )
-    if fmt == "gif" and not data.rstrip(b"\x00").endswith(b";"):
-        raise InvalidVideo(f"video {index} is a truncated GIF (no trailer)", index=index)
+    if fmt == "gif" and (problem := _gif_problem(data)) is not None:
+        raise InvalidVideo(f"video {index} is {problem}", index=index)
     if fmt == "matroska":
         try:
             end = _matroska_segment_end(data)
@@ -177,6 +203,34 @@ def _check_complete(data: bytes, fmt: str, index: int) -> None:
                 f"video {index} is truncated: its WebM/Matroska segment declares {end} bytes, {len(data)} sent",
                 index=index,
             )
+
+
+def _gif_problem(data: bytes) -> str | None:
+    """Why a GIF's block structure is incomplete or corrupt, or None when it runs whole to its
+    trailer. Walked rather than checking the last byte: a file cut where its LZW data happens to
+    hold 0x3B (``;``) would otherwise pass as complete, and FFmpeg decodes what precedes the cut."""
+    pos = 13  # signature (6) and logical screen descriptor (7)
+    if len(data) < pos:
+        return "a truncated GIF (header)"
+    if data[10] & 0x80:  # global colour table
+        pos += 3 << ((data[10] & 7) + 1)
+    while pos < len(data):
+        introducer = data[pos]
+        if introducer == 0x3B:  # trailer: the rest (padding, appended bytes) is not ours to judge
+            return None
+        if introducer == 0x21:  # extension: a label, then data sub-blocks
+            pos += 2
+        elif introducer == 0x2C:  # image: descriptor, local colour table, LZW code size, sub-blocks
+            if pos + 10 > len(data):
+                break
+            packed = data[pos + 9]
+            pos += 10 + ((3 << ((packed & 7) + 1)) if packed & 0x80 else 0) + 1
+        else:
+            return f"a corrupt GIF (block introducer 0x{introducer:02X} at byte {pos})"
+        while pos < len(data) and data[pos] != 0:  # sub-blocks: a size byte, that many bytes
+            pos += 1 + data[pos]
+        pos += 1  # the zero-size terminator
+    return "a truncated GIF (its blocks end before the trailer)"
 
 
 def _iso_boxes_end(data: bytes) -> int:

@@ -7,6 +7,9 @@ frame's mean says which source frame it was, through lossy codecs too.
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Callable
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -42,14 +45,26 @@ def frame_pixels(i: int, width: int, height: int) -> np.ndarray:
     return pixels
 
 
-def make_video(kind: str, frames: int = 24, width: int = 64, height: int = 48, rate: int = 12) -> bytes:
+def make_video(
+    kind: str,
+    frames: int = 24,
+    width: int = 64,
+    height: int = 48,
+    rate: int = 12,
+    pixels: Callable[[int, int, int], np.ndarray] = frame_pixels,
+    sample_aspect: Fraction | None = None,
+) -> bytes:
+    """``frames`` frames of ``pixels(i, width, height)``; ``sample_aspect`` tags the stream's pixels
+    as that many times wider than tall (anamorphic video)."""
     fmt, codec, pix_fmt = KINDS[kind]
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if sample_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(pixels(i, width, height), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return buf.getvalue()
@@ -65,3 +80,18 @@ def make_audio_only() -> bytes:
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return buf.getvalue()
+
+
+# The ISO-BMFF track matrix a phone writes on video it holds landscape but shows portrait: a
+# quarter turn clockwise, in 16.16 fixed point (the last entry 2.30).
+PORTRAIT_MATRIX = (0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+
+
+def with_track_matrix(data: bytes, matrix: tuple[int, ...]) -> bytes:
+    """An MP4/MOV with its video track header's display matrix replaced, byte for byte."""
+    at = data.index(b"tkhd") + 4
+    version = data[at]
+    # version+flags (4), times/track id/reserved/duration (20 or 32), reserved (8), layer,
+    # alternate group, volume, reserved (8), then the nine matrix entries
+    start = at + 4 + (20 if version == 0 else 32) + 16
+    return data[:start] + struct.pack(">9i", *matrix) + data[start + 36 :]
