@@ -3,7 +3,7 @@
 Runs in the decode pool, never on the event loop. What a stranger's bytes can make FFmpeg do is
 bounded before and while it runs:
 
-- the container is named from its magic bytes (MP4/MOV, Matroska/WebM, GIF) and opened with that
+- the container is named from its magic bytes (MP4/MOV, Matroska/WebM, AVI, GIF) and opened with that
   demuxer only, so FFmpeg never probes the rest of its formats (playlists that fetch URLs, ...);
 - the codec must be one of :data:`CODECS`;
 - frame size (``max_pixels``, checked on the header and on every decoded frame), duration,
@@ -12,8 +12,9 @@ bounded before and while it runs:
   rotation, square pixels: :func:`as_displayed`) and prepared like an image.
 
 A corrupt or truncated file is refused, never embedded from what happened to decode: FFmpeg
-errors, fewer frames than the MP4 index lists, a Matroska segment longer than the bytes sent,
-a GIF whose blocks do not run to its trailer. Errors are the service's typed 4xx (:mod:`service.errors`).
+errors, fewer frames than the MP4 index lists, MP4 boxes, AVI chunks or a Matroska segment
+longer than the bytes sent, a GIF whose blocks do not run to its trailer. Errors are the
+service's typed 4xx (:mod:`service.errors`).
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ class VideoOptions:
 
 
 def container_of(data: bytes) -> str | None:
-    """The FFmpeg demuxer for ``data`` (``mov``, ``matroska``, ``gif``), or None when it is no video."""
+    """The FFmpeg demuxer for ``data`` (``mov``, ``matroska``, ``avi``, ``gif``), or None when it is no video."""
     if data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip") and data[8:12] not in IMAGE_BRANDS:
         return "mov"
     if data.startswith(_EBML):
         return "matroska"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":  # not RIFF....WEBP, a still image
+        return "avi"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     return None
@@ -69,7 +72,7 @@ def decode_video(data: bytes, index: int, options: VideoOptions) -> np.ndarray:
     """Decode one video into its clip ``uint8 [frames_per_clip, S, S, 3]``; raises :class:`ApiError`."""
     fmt = container_of(data)
     if fmt is None:
-        raise UnsupportedMediaType(f"video {index} is not MP4, MOV, WebM/Matroska or GIF", index=index)
+        raise UnsupportedMediaType(f"video {index} is not MP4, MOV, WebM/Matroska, AVI or GIF", index=index)
     _check_complete(data, fmt, index)
     deadline = time.monotonic() + options.timeout_s
     try:
@@ -184,12 +187,16 @@ def as_displayed(
 
 
 def _check_complete(data: bytes, fmt: str, index: int) -> None:
-    """Truncation that demuxers let pass silently: MP4/MOV boxes and a Matroska segment of declared
-    size must fit in the bytes sent (live recordings declare no segment size); a GIF must end in
+    """Truncation that demuxers let pass silently: MP4/MOV boxes, AVI's RIFF chunks and a Matroska
+    segment of declared size must fit in the bytes sent (live recordings declare no segment size); a GIF must end in
     its trailer."""
     if fmt == "mov" and (end := _iso_boxes_end(data)) > len(data):
         raise InvalidVideo(
             f"video {index} is truncated: its MP4/MOV boxes declare {end} bytes, {len(data)} sent", index=index
+        )
+    if fmt == "avi" and (end := _riff_chunks_end(data)) > len(data):
+        raise InvalidVideo(
+            f"video {index} is truncated: its AVI chunks declare {end} bytes, {len(data)} sent", index=index
         )
     if fmt == "gif" and (problem := _gif_problem(data)) is not None:
         raise InvalidVideo(f"video {index} is {problem}", index=index)
@@ -247,6 +254,16 @@ def _iso_boxes_end(data: bytes) -> int:
         if size < 8:
             return len(data) + 1  # a box smaller than its own header: corrupt
         pos += size
+    return pos if pos >= len(data) else pos + 8
+
+
+def _riff_chunks_end(data: bytes) -> int:
+    """Where the last top-level RIFF chunk ends by its declared size (an AVI over 1 GB continues in
+    ``RIFF AVIX`` chunks after the first); sizes are little-endian and odd ones padded to even."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        pos += 8 + size + (size & 1)
     return pos if pos >= len(data) else pos + 8
 
 

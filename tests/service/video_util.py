@@ -23,6 +23,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "webm-vp8": ("webm", "libvpx", "yuv420p"),
     "webm-vp9": ("webm", "libvpx-vp9", "yuv420p"),
     "mov-h264": ("mov", "libx264", "yuv420p"),
+    "avi-mpeg4": ("avi", "mpeg4", "yuv420p"),
+    "avi-mjpeg": ("avi", "mjpeg", "yuvj420p"),
     "gif": ("gif", "gif", "rgb8"),
 }
 
