@@ -96,7 +96,8 @@ def _open_stream(data: bytes, fmt: str, index: int) -> tuple[av.container.InputC
         container.close()
         raise InvalidVideo(f"video {index} has no video stream", index=index)
     stream = container.streams.video[0]
-    codec = stream.codec_context.name if stream.codec_context else "unknown"
+    # The format's name, not the decoder's: PyAV decodes AV1 with libdav1d, named "libdav1d".
+    codec = stream.codec_context.codec.canonical_name if stream.codec_context else "unknown"
     if codec not in CODECS:
         container.close()
         raise UnsupportedMediaType(f"video {index} uses codec {codec!r}; supported: {', '.join(CODECS)}", index=index)

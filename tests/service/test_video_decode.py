@@ -150,7 +150,11 @@ def sideways(i: int, width: int, height: int) -> np.ndarray:
     return np.rot90(top_bright(i, height, width)).copy()
 
 
-@pytest.mark.parametrize("kind", [k for k in AVAILABLE if k.startswith(("mp4", "mov"))])
+# MP4/MOV kinds whose encoders take any small size (x265 crashes on a 48 px wide frame).
+TAGGABLE = [k for k in AVAILABLE if k in ("mp4-h264", "mp4-mpeg4", "mov-h264")]
+
+
+@pytest.mark.parametrize("kind", TAGGABLE)
 def test_a_phone_video_stored_on_its_side_is_embedded_upright(kind):
     """Phones store portrait video landscape and tag the track with a quarter-turn matrix; the clip
     is what a player shows (as EXIF orientation is honoured for photos), not the stored pixels."""
@@ -176,11 +180,7 @@ def stored_sample_aspect(data: bytes) -> Fraction | None:
         return stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
 
 
-# PyAV's WebM muxing drops the tag, so only these files can carry it.
-ANAMORPHIC = [k for k in AVAILABLE if k.startswith(("mp4", "mov"))]
-
-
-@pytest.mark.parametrize("kind", ANAMORPHIC)
+@pytest.mark.parametrize("kind", TAGGABLE)  # PyAV's WebM muxing drops the tag
 def test_anamorphic_pixels_are_shown_square(kind):
     """Pixels tagged twice as wide as tall: shown 128 x 48, the centre crop (a third of the width)
     sees only the black middle; read as square pixels it would reach the white quarters."""

@@ -25,6 +25,10 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "mov-h264": ("mov", "libx264", "yuv420p"),
     "avi-mpeg4": ("avi", "mpeg4", "yuv420p"),
     "avi-mjpeg": ("avi", "mjpeg", "yuvj420p"),
+    "mp4-hevc-10bit": ("mp4", "libx265", "yuv420p10le"),  # as phones record HDR
+    "mp4-av1": ("mp4", "libsvtav1", "yuv420p"),
+    "webm-av1": ("webm", "libsvtav1", "yuv420p"),
+    "mov-prores": ("mov", "prores_ks", "yuv422p10le"),
     "gif": ("gif", "gif", "rgb8"),
 }
 
