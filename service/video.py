@@ -191,10 +191,16 @@ def _check_complete(data: bytes, fmt: str, index: int) -> None:
     """Truncation that demuxers let pass silently: MP4/MOV boxes, AVI's RIFF chunks and a Matroska
     segment of declared size must fit in the bytes sent (live recordings declare no segment size); a GIF must end in
     its trailer."""
-    if fmt == "mov" and (end := _iso_boxes_end(data)) > len(data):
-        raise InvalidVideo(
-            f"video {index} is truncated: its MP4/MOV boxes declare {end} bytes, {len(data)} sent", index=index
-        )
+    if fmt == "mov":
+        end, last = _iso_boxes_end(data)
+        if end > len(data):
+            raise InvalidVideo(
+                f"video {index} is truncated: its MP4/MOV boxes declare {end} bytes, {len(data)} sent", index=index
+            )
+        if last == b"moof":  # a fragment's header, its samples (the mdat after it) cut off
+            raise InvalidVideo(
+                f"video {index} is truncated: it ends in a fragment header without its data", index=index
+            )
     if fmt == "avi" and (end := _riff_chunks_end(data)) > len(data):
         raise InvalidVideo(
             f"video {index} is truncated: its AVI chunks declare {end} bytes, {len(data)} sent", index=index
@@ -241,21 +247,22 @@ def _gif_problem(data: bytes) -> str | None:
     return "a truncated GIF (its blocks end before the trailer)"
 
 
-def _iso_boxes_end(data: bytes) -> int:
-    """Where the last top-level ISO-BMFF box ends by its declared size (size 0: to the end of the file)."""
-    pos = 0
+def _iso_boxes_end(data: bytes) -> tuple[int, bytes]:
+    """Where the last top-level ISO-BMFF box ends by its declared size (size 0: to the end of the
+    file), and that box's type."""
+    pos, kind = 0, b""
     while pos + 8 <= len(data):
-        size = int.from_bytes(data[pos : pos + 4], "big")
+        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         if size == 1:  # 64-bit size follows the type
             if pos + 16 > len(data):
-                return pos + 16
+                return pos + 16, kind
             size = int.from_bytes(data[pos + 8 : pos + 16], "big")
         elif size == 0:
-            return len(data)
+            return len(data), kind
         if size < 8:
-            return len(data) + 1  # a box smaller than its own header: corrupt
+            return len(data) + 1, kind  # a box smaller than its own header: corrupt
         pos += size
-    return pos if pos >= len(data) else pos + 8
+    return (pos if pos >= len(data) else pos + 8), kind
 
 
 def _riff_chunks_end(data: bytes) -> int:

@@ -9,7 +9,16 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from video_util import AVAILABLE, LEVEL_STEP, PORTRAIT_MATRIX, make_audio_only, make_video, with_track_matrix
+from video_util import (
+    AVAILABLE,
+    LEVEL_STEP,
+    PORTRAIT_MATRIX,
+    make_audio_only,
+    make_mp4,
+    make_video,
+    top_level_boxes,
+    with_track_matrix,
+)
 
 from jepa.config import Temporal, vjepa2_preprocess
 from service.errors import ApiError, InvalidVideo, PayloadTooLarge, UnsupportedMediaType, status_of
@@ -55,6 +64,39 @@ def test_truncation_at_any_offset_is_a_typed_4xx(kind):
         outcomes[type(info.value).__name__] = outcomes.get(type(info.value).__name__, 0) + 1
     assert set(outcomes) <= {"InvalidVideo", "UnsupportedMediaType"}, outcomes
     assert decode_video(data, 3, options()).shape == (4, 32, 32, 3)  # the whole file is fine
+
+
+def test_a_web_optimised_mp4_decodes_and_refuses_every_cut():
+    data = make_mp4("faststart")
+    assert [kind for kind, _ in top_level_boxes(data)][:2] == [b"ftyp", b"moov"]  # the index first
+    assert [source_frame(f) for f in decode_video(data, 0, options())] == [6, 9, 12, 15]
+    for cut in range(len(data)):
+        with pytest.raises(ApiError) as info:
+            decode_video(data[:cut], 0, options())
+        assert 400 <= status_of(info.value) < 500, (cut, info.value)
+
+
+def test_a_fragmented_mp4_cut_between_fragments_is_the_shorter_recording():
+    """A fragmented MP4 (as browsers' recorders and live encoders write) declares no total: cut
+    where a fragment ends it is a complete recording of fewer frames, as a live stream stopped
+    there would be, and is embedded as such. Cut anywhere else, a fragment's header (``moof``)
+    without its samples (``mdat``) included, it is a typed 4xx."""
+    data = make_mp4("fragmented")
+    boxes = top_level_boxes(data)
+    assert [kind for kind, _ in boxes][:4] == [b"ftyp", b"moov", b"moof", b"mdat"]
+    whole_fragments = {end for kind, end in boxes if kind == b"mdat"} | {len(data)}  # the file ends in mfra
+    assert len(whole_fragments) >= 4, boxes
+    for cut in range(len(data) + 1):
+        if cut in whole_fragments:
+            with av.open(io.BytesIO(data[:cut])) as container:  # the frames present, by PyAV alone
+                present = sum(1 for _ in container.decode(video=0))
+            clip = decode_video(data[:cut], 0, options())
+            shorter = decode_video(make_video("mp4-h264", frames=present), 0, options())
+            assert [source_frame(f) for f in clip] == [source_frame(f) for f in shorter], (cut, present)
+        else:
+            with pytest.raises(ApiError) as info:
+                decode_video(data[:cut], 0, options())
+            assert 400 <= status_of(info.value) < 500, (cut, info.value)
 
 
 @pytest.mark.parametrize("kind", AVAILABLE)

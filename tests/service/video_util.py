@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import struct
+import tempfile
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -101,3 +103,34 @@ def with_track_matrix(data: bytes, matrix: tuple[int, ...]) -> bytes:
     # alternate group, volume, reserved (8), then the nine matrix entries
     start = at + 4 + (20 if version == 0 else 32) + 16
     return data[:start] + struct.pack(">9i", *matrix) + data[start + 36 :]
+
+
+# MP4 layouts other than PyAV's default (index last): web-optimised files put the index first, and
+# fragmented ones (Safari's MediaRecorder, DASH, live recorders) an empty index and then
+# self-contained fragments, here one per 6 frames.
+MP4_LAYOUTS = {"faststart": "faststart", "fragmented": "frag_keyframe+empty_moov+default_base_moof"}
+
+
+def make_mp4(layout: str, frames: int = 24, width: int = 64, height: int = 48) -> bytes:
+    """An H.264 MP4 of :func:`frame_pixels` in ``layout`` (FFmpeg's faststart rewrites the file it
+    wrote, so this goes through a temporary file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        with av.open(str(path), "w", format="mp4", options={"movflags": MP4_LAYOUTS[layout]}) as container:
+            stream = container.add_stream("libx264", rate=12)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"g": "6"}
+            for i in range(frames):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+
+def top_level_boxes(data: bytes) -> list[tuple[bytes, int]]:
+    """An MP4's top-level boxes: (type, offset where it ends) each."""
+    boxes, pos = [], 0
+    while pos + 8 <= len(data):
+        kind = data[pos + 4 : pos + 8]
+        pos += int.from_bytes(data[pos : pos + 4], "big")
+        boxes.append((kind, pos))
+    return boxes
