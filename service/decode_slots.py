@@ -22,8 +22,8 @@ from typing import Protocol
 import numpy as np
 
 from service.decode import DecodeOptions, decode_image
-from service.errors import ApiError, InvalidImage, InvalidVideo, Overloaded
-from service.video import VideoOptions, container_of, decode_video
+from service.errors import ApiError, InvalidImage, InvalidVideo, Overloaded, UnsupportedMediaType
+from service.video import VIDEO_NAMES, VideoOptions, container_of, decode_video
 
 
 class Decoder(Protocol):
@@ -69,7 +69,14 @@ class DecodeSlots:
         """One file's model input: an image ``uint8 [S, S, 3]``; for a video model (``video`` given) a
         clip ``[T, S, S, 3]``, decoded by PyAV when the bytes are a video container, else the image
         repeated into a still clip (how V-JEPA 2 embeds an image, ``jepa.vjepa2``)."""
-        is_video = video is not None and container_of(data) is not None
+        container = container_of(data)
+        if video is None and container not in (None, "gif"):  # a GIF is an image to an image model
+            raise UnsupportedMediaType(
+                f"image {index} is a video ({VIDEO_NAMES[container]}); the served model embeds still images "
+                "(serve a V-JEPA 2 model for video)",
+                index=index,
+            )
+        is_video = video is not None and container is not None
         await self._take_slot(index)
         started = asyncio.Event()  # set each time a worker begins this file
         try:

@@ -38,6 +38,8 @@ IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b
 CODECS = ("h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "gif", "mjpeg", "prores")
 _EBML = b"\x1a\x45\xdf\xa3"
 _SEGMENT = b"\x18\x53\x80\x67"
+# What users call each container container_of names.
+VIDEO_NAMES = {"mov": "MP4/MOV", "matroska": "WebM/Matroska", "avi": "AVI", "gif": "GIF"}
 # Counter-clockwise quarter turns, as Pillow names them.
 _QUARTER_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 

@@ -259,3 +259,22 @@ def test_server_still_healthy_after_bad_input(server, jpeg_bytes):
     assert httpx.get(server.url + "/ready").status_code == 200
     assert post_raw(server, jpeg_bytes[1], "image/jpeg").status_code == 200
     assert server.metric("jepa_requests_total", 'outcome="internal_error"') == 0
+
+
+@pytest.mark.parametrize("kind", ["mp4-h264", "webm-vp9", "avi-mpeg4"])
+def test_a_video_sent_to_an_image_model_is_415_saying_so(server, jpeg_bytes, kind):
+    """An image model cannot embed a video: the answer names it as one (not "not an image"), in
+    each form a file can take; a GIF stays an image here (its first frame, as Pillow reads it)."""
+    from tests.service.video_util import make_video
+
+    video = make_video(kind, frames=4)
+    files = [("image", ("a.jpg", jpeg_bytes[1], "image/jpeg")), ("video", ("clip", video, "video/mp4"))]
+    as_json = {"images": [base64.b64encode(jpeg_bytes[1]).decode(), base64.b64encode(video).decode()]}
+    answers = {
+        0: post_raw(server, video, "video/mp4"),
+        1: httpx.post(server.url + "/embed", files=files),
+        2: httpx.post(server.url + "/embed", json=as_json),
+    }
+    for form, r in answers.items():
+        message = assert_error(r, 415, "unsupported_media_type", index=0 if form == 0 else 1)["message"]
+        assert "is a video" in message and "V-JEPA 2" in message, (form, message)
