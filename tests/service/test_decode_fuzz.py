@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from image_corpus import format_samples, mode_variants, option_variants
+from mutations import mutated
 
 from jepa.config import Preprocess
 from service.decode import DecodeOptions, decode_image
@@ -75,28 +75,6 @@ def test_atheris_finds_no_crash_hang_or_blowup(seeds, tmp_path: Path) -> None:
 @pytest.mark.timeout(FUZZ_SECONDS_SLOW + 300)
 def test_atheris_longer_run(seeds, tmp_path: Path) -> None:
     run_atheris(seeds, tmp_path, FUZZ_SECONDS_SLOW)
-
-
-@st.composite
-def mutated(draw: st.DrawFn, files: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(files)))
-    for _ in range(draw(st.integers(1, 6))):
-        if not data:
-            break
-        pos = draw(st.integers(0, len(data) - 1))
-        kind = draw(st.sampled_from(["flip", "overwrite", "insert", "delete", "repeat"]))
-        run = draw(st.binary(min_size=1, max_size=16))
-        if kind == "flip":
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "overwrite":
-            data[pos : pos + len(run)] = run
-        elif kind == "insert":
-            data[pos:pos] = run
-        elif kind == "delete":
-            del data[pos : pos + draw(st.integers(1, 64))]
-        else:
-            data[pos:pos] = data[pos : pos + draw(st.integers(1, 256))] * draw(st.integers(2, 8))
-    return bytes(data)
 
 
 def test_hypothesis_mutations_of_real_files(seeds) -> None:
