@@ -15,7 +15,7 @@ import torch
 
 from jepa.contract import GRAPH_OUTPUT_NAMES, INPUT_NAME, OUTPUTS, UINT8_INPUT_NAME
 from jepa.heads import embed_tensors
-from jepa.photos import Photos
+from jepa.photos import Photos, panning_clips
 from jepa.preprocess import normalize
 from jepa.video_preprocess import normalize_clips
 from jepa.vit import Encoder
@@ -79,12 +79,6 @@ def check_graph_against_torch(
                 record[name] = compare(ref, got)
             records.append(record)
     return records
-
-
-def panning_clips(pixels: np.ndarray, frames: int, step: int = 3) -> np.ndarray:
-    """Photos ``uint8 [B, S, S, 3]`` -> clips ``[B, T, S, S, 3]`` panning ``step`` pixels a frame:
-    real image content with motion, for video models (frame t is the photo rolled by ``t * step``)."""
-    return np.stack([np.roll(pixels, t * step, axis=2) for t in range(frames)], axis=1)
 
 
 def summarise(records: list[dict]) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Real photos for checking a model's outputs, prepared with its own preprocessing (torch-free).
 
 Export verifies every graph on them (export/verify.py), and the service's engine trial
-(service/engine_trial.py) checks OpenVINO on the same ones, so both compare like with like:
+(service/engine_trial.py) checks OpenVINO on the same ones, so both compare like with like (for a
+video model, as the same panning clips: :func:`panning_clips`):
 scikit-image's bundled photographs when it is installed (no download), else a directory the
 caller names, else smooth synthetic images, recorded as such.
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from jepa.config import ModelConfig
-from jepa.preprocess import prepare_image
+from jepa.preprocess import normalize, prepare_image
+from jepa.video_preprocess import normalize_clips
 
 PHOTO_COUNT = 7  # export checks batches of 1 and 7
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -77,3 +79,17 @@ def _synthetic(size: int, count: int) -> np.ndarray:
         img = (img - img.min()) / (np.ptp(img) + 1e-6) * 200 + rng.normal(0, 20, img.shape)
         out.append(np.clip(img, 0, 255).astype(np.uint8))
     return np.stack(out)
+
+
+def panning_clips(pixels: np.ndarray, frames: int, step: int = 3) -> np.ndarray:
+    """Photos ``uint8 [B, S, S, 3]`` -> clips ``[B, T, S, S, 3]`` panning ``step`` pixels a frame:
+    real image content with motion, for video models (frame t is the photo rolled by ``t * step``)."""
+    return np.stack([np.roll(pixels, t * step, axis=2) for t in range(frames)], axis=1)
+
+
+def model_inputs(photos: Photos, config: ModelConfig) -> np.ndarray:
+    """The photos as the model's normalised input: images ``[B, 3, S, S]``, or for a video model
+    panning clips ``[B, T, 3, S, S]`` of ``frames_per_clip`` frames."""
+    if config.temporal is None:
+        return normalize(photos.pixels, config.preprocess)
+    return normalize_clips(panning_clips(photos.pixels, config.temporal.frames_per_clip), config.preprocess)

@@ -41,8 +41,7 @@ import numpy as np
 from jepa.contract import OUTPUTS, EngineRun, EnginesRecord, Output, read_record
 from jepa.errors import CheckpointError, JepaError
 from jepa.formats.native import read_config
-from jepa.photos import load_photos
-from jepa.preprocess import normalize
+from jepa.photos import load_photos, model_inputs
 from service.backends import Backend, load_backend
 from service.cpu_features import cpu_isa
 from service.engine_choice import engine_versions
@@ -140,7 +139,7 @@ def trial(model: Path, threads: int, workers: int = 0, max_batch_size: int = 32,
     base_plan, ov_plan = plans(model, threads, workers, max_batch_size)
     config = read_config(model)
     photos = load_photos(config)
-    pixels = normalize(photos.pixels, config.preprocess)
+    pixels = model_inputs(photos, config)  # images, or for a video model clips, as export verified
     fp32_plan = resolve_plan(Settings(model=str(model), device="cpu", backend="onnxruntime", dtype="float32",
                                       optimize=False, inference_workers=1), str(model))  # fmt: skip
     assert fp32_plan.graph is not None

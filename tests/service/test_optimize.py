@@ -259,3 +259,41 @@ def stop_after_exit(proc: subprocess.Popen[bytes], timeout_s: float = 240) -> tu
         proc.kill()
         code = proc.wait(10)
     return code, proc.stdout.read().decode() if proc.stdout else ""
+
+
+def test_a_vjepa2_hf_dir_is_built_and_serves_video_with_default_settings(tmp_path):
+    """A V-JEPA 2 ``VJEPA2Model`` directory, as downloaded, with default settings: the build exports
+    the clip graph, the engine trial checks OpenVINO on panning clips of the photos (not images),
+    and a real MP4 is embedded as PyTorch embeds it."""
+    transformers = pytest.importorskip("transformers")
+    from service.video import VideoOptions, decode_video
+    from tests.service.video_util import make_video
+
+    torch.manual_seed(0)
+    hf = tmp_path / "vjepa2-hf"
+    config = transformers.VJEPA2Config(hidden_size=48, num_attention_heads=3, num_hidden_layers=2, crop_size=32,
+                                       patch_size=16, tubelet_size=2, frames_per_clip=16, pred_hidden_size=24,
+                                       pred_num_attention_heads=2, pred_num_hidden_layers=1)  # fmt: skip
+    transformers.VJEPA2Model(config).eval().save_pretrained(hf)
+    video = make_video("mp4-h264", frames=40)
+    proc, url = launch(["--model", str(hf)], tmp_path / "cache")
+    try:
+        watch(proc, url)
+        info = httpx.get(url + "/info").json()
+        opt, backend = info["optimize"], info["backend"]
+        assert opt["status"] == "built", opt
+        check_engine_choice(Path(opt["entry"]), opt, backend)
+        r = httpx.post(url + "/embed", content=video, headers={"Content-Type": "video/mp4"}, timeout=120)
+        assert r.status_code == 200, r.text
+        served = np.array([r.json()["data"][0]["embedding"]], dtype=np.float32)
+    finally:
+        code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    from jepa.video_preprocess import normalize_clips
+
+    encoder = jepa.load_encoder(hf)
+    model = encoder.config
+    clip = decode_video(video, 0, VideoOptions(model.preprocess, model.image_size, model.temporal))[None]
+    with torch.no_grad():
+        reference = encoder(torch.from_numpy(normalize_clips(clip, model.preprocess))).mean(1).numpy()
+    assert compare(reference, served)["cos_min"] >= 0.999
