@@ -23,11 +23,12 @@ MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
-# Only our own files, only our own origin; pictures come from the user's files (blob:). The page's
+# Only our own files, only our own origin; pictures and (for a video model) videos come from the
+# user's files (blob:). The page's
 # API key never leaves for another origin, and the page cannot be framed by another site.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",

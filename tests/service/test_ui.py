@@ -257,6 +257,47 @@ def test_page_draws_what_numpy_computes(browser, serve, request, tiny_model_dir,
         shutil.copy(shot, REPO / "docs" / "ui.png")
 
 
+def test_a_video_model_takes_videos_and_maps_the_middle_tubelet(browser, serve, tmp_path) -> None:
+    """A V-JEPA 2 model: the picker takes videos, a real WebM and a photo are embedded together,
+    the maps and heatmap hold numpy's numbers for the middle tubelet of each clip, the similarity
+    matrix the whole clips', and beside the video's map is its middle frame (frame 12 of 24)."""
+    import torch
+    from selenium.webdriver.common.by import By
+
+    import jepa
+    from tests.service.video_util import LEVEL_STEP, make_video
+
+    torch.manual_seed(0)
+    temporal = jepa.Temporal(frames_per_clip=4, frame_step=2, image_frames=4)
+    encoder = jepa.build_video_encoder("tiny", image_size=64, depth=2, temporal=temporal)
+    url = serve(jepa.save_model_dir(encoder, tmp_path / "vjepa2")).url
+    clip = tmp_path / "clip.webm"
+    clip.write_bytes(make_video("webm-vp9", frames=24, width=64, height=48))  # 2 s at 12 frames/s
+    paths = [clip, *photo_paths(("chelsea.png",))]
+    open_page(browser, url)
+    assert browser.find_element(By.ID, "files").get_attribute("accept") == "image/*,video/*"
+    assert "videos" in browser.find_element(By.ID, "pick-label").text
+    upload(browser, paths)
+    ui = page_state(browser)
+    grid = tuple(ui["grid"])
+    assert len(grid) == 3 and ui["tubelet"] == grid[0] // 2 and ui["tokens"] == grid[1] * grid[2]
+    assert "2 files embedded in" in browser.find_element(By.ID, "status").text
+    globals_, patches = page_arrays(browser, len(paths))
+    here_globals, here_patches = embed_here(url, paths)
+    tokens, middle = grid[1] * grid[2], grid[0] // 2
+    assert here_patches.shape[1] == grid[0] * tokens
+    assert rel_err(globals_, here_globals) < 1e-4
+    assert rel_err(patches, here_patches[:, middle * tokens : (middle + 1) * tokens]) < 1e-4
+    check_pca(browser, ui, patches, grid[1:])
+    check_similarity(browser, ui, globals_)
+    frame, photo = canvas_pixels(browser, "canvas.photo")
+    assert ui["videoFrameAt"] == pytest.approx(1.0, abs=0.05)
+    assert abs(np.median(frame) - 12 * LEVEL_STEP) <= 5, np.median(frame)  # frame 12's grey, not 11's or 13's
+    assert photo.std() > 10
+    hover_patch(browser, 0, grid[1] - 1, 0, grid[1:])
+    check_heat(browser, patches, 0, (grid[1] - 1) * grid[2])
+
+
 def test_api_key_is_asked_once_and_kept_in_the_tab(browser, serve, tiny_model_dir: Path) -> None:
     from selenium.webdriver.common.by import By
 

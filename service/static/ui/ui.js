@@ -1,6 +1,9 @@
 // The page: ask /info what is served, send the chosen images to /embed (global + patch tokens,
 // base64), then draw per image its PCA-RGB patch map, the global cosine-similarity matrix and, for
 // the patch under the pointer (or the keyboard cursor), its similarity to every patch shown.
+// For a video model (V-JEPA 2: grid [T', H', W']) videos are taken too, and the maps show the
+// middle tubelet of each clip (an image's still clip is the same in every tubelet) beside the
+// video's middle frame; the global embeddings and their similarities cover the whole clip.
 // window.__jepaUi holds the numbers drawn, for tests and for anyone curious (open the console).
 import { colormap, cosineMatrix, cosineTo, decodeFloat32, pca, toBytes, unitRows } from "./math.js";
 
@@ -55,8 +58,13 @@ async function loadInfo() {
     const info = await api("info");
     ui.info = info;
     const b = info.backend;
+    const clip = info.temporal ? ` · clips of ${info.temporal.frames_per_clip} frames` : "";
     $("model").textContent = `${info.model} · ${info.dim}-d · grid ${info.grid.join("×")} of ${info.patch_size} px ` +
-      `patches · ${b.name} on ${b.device} (${b.dtype})`;
+      `patches${clip} · ${b.name} on ${b.device} (${b.dtype})`;
+    if (info.temporal) {
+      $("files").accept = "image/*,video/*";
+      $("pick-label").textContent = "Drop images or videos here, or ";
+    }
     if (ui.status === "starting") ui.status = "idle";
   } catch (error) {
     fail(error, loadInfo);
@@ -65,10 +73,10 @@ async function loadInfo() {
 
 async function embed(files) {
   const limit = ui.info?.limits?.max_images_per_request;
-  if (limit && files.length > limit) return fail(new Error(`The service takes at most ${limit} images at once.`));
+  if (limit && files.length > limit) return fail(new Error(`The service takes at most ${limit} files at once.`));
   $("error").hidden = true;
   ui.status = "loading";
-  $("status").textContent = `Embedding ${files.length} image${files.length === 1 ? "" : "s"}…`;
+  $("status").textContent = `Embedding ${files.length} ${noun(files.length)}…`;
   const form = new FormData();
   for (const file of files) form.append("image", file, file.name);
   try {
@@ -82,19 +90,27 @@ async function embed(files) {
   }
 }
 
-/** The response -> flat arrays: globals [n, D], patches [M, D] (all images' tokens in order). */
+function noun(count) {
+  const kind = ui.info?.temporal ? "file" : "image";
+  return count === 1 ? kind : `${kind}s`;
+}
+
+/** The response -> flat arrays: globals [n, D], patches [M, D] (all images' shown tokens in order).
+ * A video model's grid is [T', H', W']: of each clip only the middle tubelet's H' x W' tokens are kept. */
 function unpack(body) {
   const d = body.dim, n = body.data.length;
+  const [rows, gw] = body.grid.slice(-2);
+  const tubelets = body.grid.length === 3 ? body.grid[0] : 1;
+  const tubelet = Math.floor(tubelets / 2);
+  const tokens = rows * gw;
   const globals = new Float32Array(n * d);
-  const perImage = body.data.map((item) => decodeFloat32(item.patch_embeddings));
-  const tokens = perImage[0].length / d;
   const patches = new Float32Array(n * tokens * d);
   body.data.forEach((item, i) => {
     globals.set(decodeFloat32(item.embedding), i * d);
-    patches.set(perImage[i], i * tokens * d);
+    const all = decodeFloat32(item.patch_embeddings);
+    patches.set(all.subarray(tubelet * tokens * d, (tubelet + 1) * tokens * d), i * tokens * d);
   });
-  const gw = body.grid[body.grid.length - 1];
-  return { n, d, tokens, gw, rows: tokens / gw, grid: body.grid, globals, patches };
+  return { n, d, tokens, gw, rows, grid: body.grid, tubelet: body.grid.length === 3 ? tubelet : null, globals, patches };
 }
 
 async function show(files, body) {
@@ -108,15 +124,16 @@ async function show(files, body) {
   const similarity = cosineMatrix(r.globals, r.n, r.d);
   shown = { ...r, m, unit: unitRows(r.patches, m, r.d), files, query: null };
   ui.mathMs = performance.now() - started;
-  Object.assign(ui, { grid: r.grid, count: r.n, tokens: r.tokens, similarity, heat: null });
+  Object.assign(ui, { grid: r.grid, tubelet: r.tubelet, count: r.n, tokens: r.tokens, similarity, heat: null });
   ui.pca = { ...p, mean: Array.from(p.mean), components: p.components.map((c) => Array.from(c)),
     projections: Array.from(p.projections), colours: Array.from(colours) };
   await drawCards(files, colours, p.k);
   drawSimilarity(similarity, files);
   const pct = p.explained.map((e) => `${(100 * e).toFixed(1)}%`).join(", ");
-  $("status").textContent = `${r.n} image${r.n === 1 ? "" : "s"} embedded in ${ui.latencyMs.toFixed(0)} ms ` +
+  const tubelet = r.tubelet === null ? "" : ` Maps: tubelet ${r.tubelet + 1} of ${r.grid[0]}, the middle of each clip.`;
+  $("status").textContent = `${r.n} ${noun(r.n)} embedded in ${ui.latencyMs.toFixed(0)} ms ` +
     `(request round trip); PCA and similarities in the browser took ${ui.mathMs.toFixed(0)} ms. ` +
-    `The three colour components explain ${pct} of the patch variance.`;
+    `The three colour components explain ${pct} of the patch variance.${tubelet}`;
   $("heat-legend").textContent = "";
   $("results").hidden = false;
   ui.status = "ready";
@@ -182,7 +199,8 @@ function paint(canvas, rgb) {
   ctx.putImageData(img, 0, 0);
 }
 
-/** The picture cropped as the model's preprocessing crops it, so patches line up with the maps. */
+/** The picture cropped as the model's preprocessing crops it, so patches line up with the maps;
+ * for a video, its middle frame (the middle tubelet of the centred clip the service embeds). */
 async function photoCanvas(file) {
   const canvas = document.createElement("canvas");
   canvas.className = "photo";
@@ -190,17 +208,51 @@ async function photoCanvas(file) {
   canvas.height = Math.round((320 * shown.rows) / shown.gw);
   const ctx = canvas.getContext("2d");
   try {
-    const bitmap = await createImageBitmap(file);
-    const [sx, sy, sw, sh] = cropOf(bitmap.width, bitmap.height);
-    ctx.drawImage(bitmap, sx, sy, sw, sh, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
-  } catch {
+    const picture = await pictureOf(file);
+    const [sx, sy, sw, sh] = cropOf(picture.width, picture.height);
+    ctx.drawImage(picture.source, sx, sy, sw, sh, 0, 0, canvas.width, canvas.height);
+    picture.close();
+  } catch (error) {
+    ui.pictureErrors = [...(ui.pictureErrors ?? []), `${file.name}: ${error.message ?? error}`];
     ctx.fillStyle = "#888";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     ctx.fillStyle = "#fff";
     ctx.fillText("(this browser cannot show this format)", 10, 20);
   }
   return canvas;
+}
+
+/** Something drawImage takes, its size, and how to let it go: the decoded image, or else (for a
+ * video model) the file's middle frame through a <video> element. */
+async function pictureOf(file) {
+  try {
+    const bitmap = await createImageBitmap(file);
+    return { source: bitmap, width: bitmap.width, height: bitmap.height, close: () => bitmap.close() };
+  } catch (error) {
+    if (!ui.info?.temporal) throw error;
+  }
+  const video = document.createElement("video");
+  const url = URL.createObjectURL(file);
+  const close = () => { video.removeAttribute("src"); video.load(); URL.revokeObjectURL(url); };
+  try {
+    video.muted = true;
+    video.preload = "auto";
+    await new Promise((ok, bad) => {
+      video.onloadeddata = ok;
+      video.onerror = () => bad(new Error("this browser cannot decode the video"));
+      video.src = url;
+    });
+    const middle = Number.isFinite(video.duration) ? video.duration / 2 : 0; // a live recording has none
+    await new Promise((ok) => {
+      video.onseeked = ok;
+      video.currentTime = middle;
+    });
+    ui.videoFrameAt = middle;
+    return { source: video, width: video.videoWidth, height: video.videoHeight, close };
+  } catch (error) {
+    close();
+    throw error;
+  }
 }
 
 function cropOf(w, h) {
