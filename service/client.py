@@ -5,8 +5,9 @@
 the service passes from backend to response; ``embed`` is its short form for the common cases.
 
 Images go up as multipart files (paths and bytes as they are, PIL images and uint8 arrays as
-PNG) and results come back as safetensors, so no float is ever printed as text. Errors raise
-:class:`ServiceError` with the server's status, type, message and failing index.
+PNG; for a video model, video files go up the same way, as paths or bytes) and results come back
+as safetensors, so no float is ever printed as text. Errors raise :class:`ServiceError` with the
+server's status, type, message and failing index.
 """
 
 from __future__ import annotations

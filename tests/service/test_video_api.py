@@ -161,3 +161,19 @@ def test_a_model_whose_images_and_clips_differ_in_length_is_refused(tmp_path):
     config = jepa.build_video_encoder("tiny", image_size=32, depth=1, temporal=temporal).config
     with pytest.raises(ValueError, match="image_frames 2 != frames_per_clip 4"):
         video_options(config, Settings(model=str(tmp_path)))
+
+
+def test_the_python_client_sends_videos_as_files(serve, video_model, tmp_path):
+    """``JepaClient`` sends paths and bytes as they are, so a video file needs nothing special;
+    the patch grid comes back as ``[B, T', H', W', D]``."""
+    from service.client import JepaClient
+
+    server = serve(video_model)
+    clip = tmp_path / "clip.webm"
+    clip.write_bytes(make_video("webm-vp9", frames=8))
+    mp4 = make_video("mp4-h264", frames=12)
+    with JepaClient(server.url) as client:
+        result = client.embeddings([clip, mp4, png(3)], outputs=("global", "patch"))
+    assert result.patch_embeddings.shape == (3, FRAMES // 2, 2, 2, 192)
+    for got, blob in zip(result.global_embedding, [clip.read_bytes(), mp4, png(3)], strict=True):
+        assert rel(got, reference(video_model, blob)) < 1e-4
