@@ -20,6 +20,7 @@ service's typed 4xx (:mod:`service.errors`).
 from __future__ import annotations
 
 import io
+import logging
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -32,12 +33,18 @@ from jepa.config import Preprocess, Temporal
 from jepa.preprocess import RESAMPLING, prepare_image
 from jepa.video_preprocess import sample_indices
 from service.errors import ApiError, InvalidVideo, PayloadTooLarge, UnsupportedMediaType
+from service.video_index import FrameIndex
 
 # ISO-BMFF major brands that are still images (HEIF/AVIF): those go to the image decoder.
 IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
 CODECS = ("h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "gif", "mjpeg", "prores")
 _EBML = b"\x1a\x45\xdf\xa3"
 _SEGMENT = b"\x18\x53\x80\x67"
+log = logging.getLogger("service")
+# Containers whose demuxers seek by timestamp to a keyframe (MP4/MOV by its index, Matroska by its
+# cues or a scan), and codecs whose packets are not one frame each (VP8's invisible frames).
+SEEKABLE = ("mov", "matroska")
+NO_SEEK_CODECS = ("vp8",)
 # What users call each container container_of names.
 VIDEO_NAMES = {"mov": "MP4/MOV", "matroska": "WebM/Matroska", "avi": "AVI", "gif": "GIF"}
 # Counter-clockwise quarter turns, as Pillow names them.
@@ -78,8 +85,8 @@ def decode_video(data: bytes, index: int, options: VideoOptions) -> np.ndarray:
     _check_complete(data, fmt, index)
     deadline = time.monotonic() + options.timeout_s
     try:
-        count = _count_frames(data, fmt, index, options, deadline)
-        clip, decoded = _decode_frames(data, fmt, index, options, deadline, count)
+        count, frames = _count_frames(data, fmt, index, options, deadline)
+        clip, decoded = _decode_frames(data, fmt, index, options, deadline, count, frames)
         if decoded != count and decoded > 0:  # packets that were no frames (e.g. invisible VP8 frames)
             clip, decoded = _decode_frames(data, fmt, index, options, deadline, decoded)
     except ApiError:
@@ -120,8 +127,11 @@ def _check_time(deadline: float, index: int, options: VideoOptions) -> None:
         raise InvalidVideo(f"video {index} took longer than {options.timeout_s:g} s to decode", index=index)
 
 
-def _count_frames(data: bytes, fmt: str, index: int, options: VideoOptions, deadline: float) -> int:
-    """First pass: demux only. Checks size, duration and frame limits; returns the number of frames."""
+def _count_frames(
+    data: bytes, fmt: str, index: int, options: VideoOptions, deadline: float
+) -> tuple[int, FrameIndex | None]:
+    """First pass: demux only. Checks size, duration and frame limits; returns the number of frames
+    and, where the decode pass may seek by it, their :class:`FrameIndex`."""
     container, stream = _open_stream(data, fmt, index)
     with container:
         _check_pixels(stream.codec_context.width, stream.codec_context.height, index, options)
@@ -130,11 +140,14 @@ def _count_frames(data: bytes, fmt: str, index: int, options: VideoOptions, dead
                 f"video {index} lasts {container.duration / 1e6:.1f} s, over the limit of {options.max_duration_s:g} s",
                 index=index,
             )
-        count = 0
+        count, pts, keys = 0, [], []
         for packet in container.demux(stream):
             if not packet.size:
                 continue
             count += 1
+            pts.append(None if packet.is_discard else packet.pts)  # a discarded packet shows no frame
+            if packet.is_keyframe:
+                keys.append(packet.pts)
             seconds = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
             if count > options.max_frames or seconds > options.max_duration_s:
                 raise PayloadTooLarge(
@@ -144,29 +157,54 @@ def _count_frames(data: bytes, fmt: str, index: int, options: VideoOptions, dead
             _check_time(deadline, index, options)
         if stream.frames and count < stream.frames:
             raise InvalidVideo(f"video {index} is truncated: {count} of {stream.frames} frames present", index=index)
-        return count
+        codec = stream.codec_context.codec.canonical_name
+        return count, FrameIndex.of(pts, keys) if fmt in SEEKABLE and codec not in NO_SEEK_CODECS else None
 
 
 def _decode_frames(
-    data: bytes, fmt: str, index: int, options: VideoOptions, deadline: float, count: int
+    data: bytes,
+    fmt: str,
+    index: int,
+    options: VideoOptions,
+    deadline: float,
+    count: int,
+    frames: FrameIndex | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Second pass: decode every frame, keep the sampled ones prepared; returns the clip and the frames seen."""
+    """Second pass: decode, keep the sampled frames prepared; returns the clip and the frames seen.
+
+    With ``frames`` (:mod:`service.video_index`) it starts at the keyframe before the clip and
+    stops after the clip's last frame; should the decoded frames not match the index (a timestamp
+    it does not hold, or out of order, or a frame of the clip missing) it decodes every frame from
+    the start instead, as without one."""
     temporal = options.temporal
     wanted = sample_indices(max(count, 1), temporal.frames_per_clip, temporal.frame_step)
+    needed = set(wanted)
+    start = frames.seek_target(min(needed)) if frames is not None else None
+    positions = frames.positions() if frames is not None and start is not None else None
     kept: dict[int, np.ndarray] = {}
     container, stream = _open_stream(data, fmt, index)
     # A GIF's pixel-aspect byte is ignored by browsers, the players GIFs are made for; so here too.
     sample_aspect = None if fmt == "gif" else stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-    decoded = 0
+    decoded, last = 0, -1
     with container:
+        if positions is not None:
+            container.seek(start, stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
             _check_pixels(frame.width, frame.height, index, options)
-            if decoded in wanted:
+            at = decoded if positions is None else positions.get(frame.pts, -1) if frame.pts is not None else -1
+            if positions is not None and at <= last:  # not the frame the index says: trust no more of it
+                break
+            if at in needed:
                 image = as_displayed(frame.to_image(), frame.rotation, sample_aspect, options.preprocess)
-                kept[decoded] = prepare_image(image, options.preprocess, options.image_size)
-            decoded += 1
+                kept[at] = prepare_image(image, options.preprocess, options.image_size)
+            decoded, last = decoded + 1, at
             _check_time(deadline, index, options)
-    if decoded == 0 or len(kept) < len(set(wanted)):
+            if positions is not None and len(kept) == len(needed):
+                return np.stack([kept[i] for i in wanted]), count
+    if positions is not None:  # the index and the stream disagree: decode as if there were none
+        log.debug("video %d: frames after the seek do not match the demuxed index; decoding every frame", index)
+        return _decode_frames(data, fmt, index, options, deadline, count)
+    if decoded == 0 or len(kept) < len(needed):
         return np.empty(0, np.uint8), decoded
     return np.stack([kept[i] for i in wanted]), decoded
 

@@ -35,6 +35,7 @@ CLIS = {
     "bench.serve_bench": "usage:",
     "bench.train_throughput": "usage:",
     "bench.video_bench": "usage:",
+    "bench.video_seek_bench": "usage:",
 }
 
 

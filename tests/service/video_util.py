@@ -61,9 +61,11 @@ def make_video(
     rate: int = 12,
     pixels: Callable[[int, int, int], np.ndarray] = frame_pixels,
     sample_aspect: Fraction | None = None,
+    gop: int | None = None,
 ) -> bytes:
     """``frames`` frames of ``pixels(i, width, height)``; ``sample_aspect`` tags the stream's pixels
-    as that many times wider than tall (anamorphic video)."""
+    as that many times wider than tall (anamorphic video); ``gop``: a keyframe every that many
+    frames (else the encoder's default, often one for the whole video)."""
     fmt, codec, pix_fmt = KINDS[kind]
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as container:
@@ -71,6 +73,8 @@ def make_video(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if sample_aspect is not None:
             stream.codec_context.sample_aspect_ratio = sample_aspect
+        if gop is not None:
+            stream.options = {"g": str(gop)}
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(pixels(i, width, height), format="rgb24")
             container.mux(stream.encode(frame))
