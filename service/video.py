@@ -35,8 +35,8 @@ from jepa.video_preprocess import sample_indices
 from service.errors import ApiError, InvalidVideo, PayloadTooLarge, UnsupportedMediaType
 from service.video_index import FrameIndex
 
-# ISO-BMFF major brands that are still images (HEIF/AVIF): those go to the image decoder.
-IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+# ISO-BMFF major brands that are still images (HEIF/AVIF, Canon CR3 raw): those go to the image decoder.
+IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis", b"crx ")
 CODECS = ("h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "gif", "mjpeg", "prores")
 _EBML = b"\x1a\x45\xdf\xa3"
 _SEGMENT = b"\x18\x53\x80\x67"
@@ -66,6 +66,8 @@ class VideoOptions:
 
 def container_of(data: bytes) -> str | None:
     """The FFmpeg demuxer for ``data`` (``mov``, ``matroska``, ``avi``, ``gif``), or None when it is no video."""
+    if data[4:8] == b"ftyp" and len(data) < 12:
+        return None  # cut before its brand, the one thing that tells a photo (HEIC, AVIF) from a video
     if data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip") and data[8:12] not in IMAGE_BRANDS:
         return "mov"
     if data.startswith(_EBML):

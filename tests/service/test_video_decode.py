@@ -174,6 +174,7 @@ def test_container_sniffing_leaves_still_images_to_the_image_decoder():
     assert container_of(b"GIF89a" + bytes(10)) == "gif"
     assert container_of(b"\x00\x00\x00\x18ftypheic" + bytes(10)) is None  # HEIC photo
     assert container_of(b"\x00\x00\x00\x1cftypavif" + bytes(10)) is None  # AVIF photo
+    assert container_of(b"\x00\x00\x00\x1cftypav") is None  # cut in its brand: photo or video, nobody knows
     assert container_of(b"\x89PNG\r\n\x1a\n" + bytes(10)) is None
     assert container_of(b"RIFF\x10\x00\x00\x00AVI LIST" + bytes(10)) == "avi"
     assert container_of(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(10)) is None  # WebP photo
