@@ -1,7 +1,9 @@
 """Hypothesis mutations of real videos of every container and codec the tests can encode: the
 decoder returns the clip or raises the service's typed 4xx naming the index, whatever the damage
-(sizes that no longer match, repeated boxes, cut and spliced frames). A crash in FFmpeg would take
-the test process down with it, which fails the run too."""
+(sizes that no longer match, repeated boxes, cut and spliced frames). Some seeds are long enough,
+with keyframes often enough, that their decode seeks to the clip (service/video_index.py), so
+damage meets the index and its fall-back too. A crash in FFmpeg would take the test process down
+with it, which fails the run too."""
 
 from __future__ import annotations
 
@@ -22,7 +24,12 @@ OPTIONS = VideoOptions(
 
 @pytest.fixture(scope="module")
 def videos() -> list[bytes]:
-    return [make_video(kind, frames=12) for kind in AVAILABLE] + [make_mp4("faststart"), make_mp4("fragmented")]
+    seeking = [
+        make_video(kind, frames=60, gop=6) for kind in ("mp4-h264", "webm-vp9", "mp4-hevc-10bit") if kind in AVAILABLE
+    ]
+    return (
+        [make_video(kind, frames=12) for kind in AVAILABLE] + [make_mp4("faststart"), make_mp4("fragmented")] + seeking
+    )
 
 
 def check(videos: list[bytes], examples: int) -> None:
