@@ -200,7 +200,10 @@ def main(argv: list[str] | None = None) -> None:
         device=a.device,
         min_time_s=a.min_time,
     )
-    print(json.dumps([c.as_dict() for c in res], indent=2))
+    from bench.host import host, host_line
+
+    print(host_line())
+    print(json.dumps({"machine": host(), "ceilings": [c.as_dict() for c in res]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from bench.host import host_line
 from bench.images import jpegs_at
 from jepa.config import Preprocess
 from jepa.preprocess import prepare_image
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repeats per measurement")
     p.add_argument("--json", help="also write the rows here")
     a = p.parse_args(argv)
+    print(host_line(), flush=True)
     rows = decode_table([float(s) for s in a.sizes.split(",")], a.image_size, a.min_time)
     print(markdown(rows))
     if a.json:

@@ -26,6 +26,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere, importing this checkout
 
+from bench.host import host_line  # noqa: E402 (after the path is set)
+
 DEFAULT_MODEL = REPO / "models" / "ijepa-vit-tiny-cifar10"
 COLUMNS = ("torch fp32", "torch bf16", "ORT fp32", "ORT fp16", "ORT int8 (CPU)")
 
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
     where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(host_line())
     print(f"command: python {shlex.join(['bench/export_bench.py', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"device: {where}; torch {torch.__version__}, onnxruntime {ort.__version__} {ort.get_available_providers()}")
     ort_device = "CUDA" if cuda and "CUDAExecutionProvider" in ort.get_available_providers() else "CPU"

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from bench.host import host_line
 from bench.images import jpegs_at
 from jepa.config import Preprocess
 from jepa.preprocess import prepare_image
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown --paths {sorted(unknown)}; choose from {sorted(PATHS)}")
     options = DecodeOptions(Preprocess(resize_size=round(a.image_size * 256 / 224)), a.image_size, 100_000_000)
     files = jpegs_at(a.megapixels, count=4)
+    print(host_line(), flush=True)
     rows = measure(paths, [float(s) for s in a.switch_ms.split(",")], files, options, a.rounds, a.seconds)
     print(
         f"{a.megapixels:g} MP JPEGs ({np.mean([len(f) for f in files]) / 1024:.0f} KiB), {os.cpu_count()} CPUs, "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import platform
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,15 +24,10 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    from service.cpu_features import cpu_isa
+    from bench.host import host
 
-    isa = cpu_isa()
     return {
-        "cpu": isa.model,
-        "isa": isa.as_dict(),
-        "cpus": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
+        **host(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
     }

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from bench.host import host_line
 from jepa.config import ModelConfig, architecture_for
 from jepa.layers import Attention
 from jepa.vit import Encoder, Predictor, init_weights
@@ -130,6 +131,7 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     steps = args.steps or (20 if cuda else 3)
     name = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    print(host_line())
     print(f"device: {name}; torch {torch.__version__}; ours = SDPA{' + bf16 autocast' if cuda else ' fp32'}, "
           f"foreach AdamW/EMA; reference = explicit softmax, fp32, per-parameter AdamW/EMA")  # fmt: skip
     print("| case | batch | ours img/s | reference img/s | ours / reference |")

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 
+from bench.host import host_line
 from service.ui import STATIC_DIR
 
 SIZES = {"vit-tiny/4 (32 px)": (64, 192), "vit-h/14 (224 px)": (256, 1280)}
@@ -87,6 +88,7 @@ def main() -> None:
     try:
         driver.set_script_timeout(600)
         driver.get(url + "/index.html")
+        print(host_line())
         print("| model | images | patches x dim | PCA ms | sweeps | one hover ms |")
         print("| --- | --- | --- | --- | --- | --- |")
         for name, (tokens, dim) in SIZES.items():

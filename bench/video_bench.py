@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.ceiling import time_forward
+from bench.host import host_line
 from bench.report import machine
 from bench.server_proc import ServerProcess
 from bench.stages import breakdown, scrape
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     result = measure(model_dir, a.rounds, a.requests, a.out.with_suffix(".log"))
     report = {"model": model_dir.name, "machine": machine(), "frames": a.frames, **result}
     a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(host_line())
     print(f"{model_dir.name}, {a.frames}-frame clips, batch 1, torch fp32; median of {a.rounds} interleaved rounds")
     for kind, name in (("clips_s", "clips/s"), ("images_s", "images/s")):
         r = report[kind]

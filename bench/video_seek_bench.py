@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bench.report import machine
+from bench.host import host, host_line
 from jepa.config import Temporal, vjepa2_preprocess
 from service.video import VideoOptions, _count_frames, _decode_frames, container_of, decode_video
 
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             videos.append((f"{seconds} s H.264", make_video(seconds, width, height)))
             print(f"made a {seconds} s {a.size} video in {time.perf_counter() - started:.0f} s", flush=True)
     rows = [bench(name, data, a.rounds) for name, data in videos]
-    result = {"machine": machine(), "clip": OPTIONS.temporal.model_dump(), "rounds": a.rounds, "rows": rows}
-    print(f"# {result['machine']['cpu']} ({result['machine']['isa']['kind']}), {result['machine']['affinity']} CPUs")
+    result = {"machine": host(), "clip": OPTIONS.temporal.model_dump(), "rounds": a.rounds, "rows": rows}
+    print(host_line())
     print("| video | size | frames | MiB | seek s | every frame s | speed-up | same clip |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -131,3 +131,26 @@ def test_video_bench_times_both_sides_and_reads_the_servers_forward(tmp_path: Pa
             assert r[kind]["ceiling"] > 0 and r[kind]["service"] > 0
             assert r[kind]["stages_ms"]["batch_size"] == 1.0 and r[kind]["stages_ms"]["batches"] == 3
         assert 0 < out[kind]["in_model_share"] < 1
+
+
+# Every benchmark's output starts with the machine and its ISA (issue 17: bf16 is native on one CPU
+# and emulated 8x slower on another, so a figure without its ISA compares with nothing).
+BENCHMARKS = ("ceiling", "cpu_engines", "decode_bench", "export_bench", "gil_bench", "gpu_bench", "serve_bench",
+              "train_throughput", "ui_math", "video_bench", "video_seek_bench")  # fmt: skip
+
+
+def test_a_benchmark_prints_the_machine_and_its_isa_first(capsys) -> None:
+    from bench.decode_bench import main
+    from service.cpu_features import cpu_isa
+
+    main(["--sizes", "0.3", "--min-time", "0.01"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("# Machine: ") and f"ISA: **{cpu_isa().kind}**" in first, first
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_records_the_isa(name: str) -> None:
+    """Each prints :func:`bench.host.host_line` or reports through ``isa_line`` (serve_bench's and
+    cpu_engines' markdown, gpu_bench's report)."""
+    source = (Path(__file__).resolve().parents[2] / "bench" / f"{name}.py").read_text()
+    assert "host_line()" in source or "machine()" in source or "cpu_isa()" in source, name
