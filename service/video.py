@@ -190,7 +190,11 @@ def _decode_frames(
     decoded, last = 0, -1
     with container:
         if positions is not None:
-            container.seek(start, stream=stream, backward=True, any_frame=False)
+            try:
+                container.seek(start, stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:  # a file that cannot seek is not a bad file: read it from the start
+                log.debug("video %d: the seek failed; decoding every frame", index)
+                return _decode_frames(data, fmt, index, options, deadline, count)
         for frame in container.decode(stream):
             _check_pixels(frame.width, frame.height, index, options)
             at = decoded if positions is None else positions.get(frame.pts, -1) if frame.pts is not None else -1

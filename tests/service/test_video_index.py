@@ -11,12 +11,12 @@ import time
 import av
 import numpy as np
 import pytest
-from video_util import AVAILABLE, frame_pixels, make_mp4, make_video
+from video_util import AVAILABLE, frame_pixels, make_live_webm, make_mp4, make_video
 
 from jepa.config import Temporal, vjepa2_preprocess
 from jepa.preprocess import prepare_image
 from jepa.video_preprocess import sample_indices
-from service.video import VideoOptions, _count_frames, as_displayed, container_of, decode_video
+from service.video import VideoOptions, _count_frames, _matroska_segment_end, as_displayed, container_of, decode_video
 from service.video_index import FrameIndex
 
 TEMPORAL = Temporal(frames_per_clip=4, frame_step=3, image_frames=4)
@@ -76,6 +76,12 @@ def test_a_long_video_seeks_and_gives_the_clip_of_every_frame(kind, caplog):
 @pytest.mark.parametrize("layout", ["faststart", "fragmented"])
 def test_web_and_fragmented_mp4_seek_to_the_same_clip(layout, caplog):
     data = make_mp4(layout, frames=120)
+    np.testing.assert_array_equal(seeks_to_the_clip(data, caplog), every_frame_clip(data))
+
+
+def test_a_live_webm_without_cues_or_sizes_seeks_to_the_same_clip(caplog):
+    data = make_live_webm()
+    assert _matroska_segment_end(data) is None and b"\x1c\x53\xbb\x6b" not in data  # no size, no Cues element
     np.testing.assert_array_equal(seeks_to_the_clip(data, caplog), every_frame_clip(data))
 
 

@@ -130,6 +130,20 @@ def make_mp4(layout: str, frames: int = 24, width: int = 64, height: int = 48) -
         return path.read_bytes()
 
 
+def make_live_webm(frames: int = 150, gop: int = 10) -> bytes:
+    """A VP9 WebM as a live recorder writes it (FFmpeg's ``live`` option): sizes unknown, no cues,
+    so a seek has to scan for its keyframe."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm", options={"live": "1"}) as container:
+        stream = container.add_stream("libvpx-vp9", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": str(gop)}
+        for i in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame_pixels(i % 28, 64, 48), format="rgb24")))
+        container.mux(stream.encode())
+    return buf.getvalue()
+
+
 def top_level_boxes(data: bytes) -> list[tuple[bytes, int]]:
     """An MP4's top-level boxes: (type, offset where it ends) each."""
     boxes, pos = [], 0
