@@ -51,7 +51,7 @@ def every_frame_clip(data: bytes) -> np.ndarray:
     return np.stack([prepare_image(frames[i], OPTIONS.preprocess, OPTIONS.image_size) for i in picked])
 
 
-SEEKING = [k for k in AVAILABLE if k.startswith(("mp4", "mov", "webm")) and k != "webm-vp8"]
+SEEKING = [k for k in AVAILABLE if k.startswith(("mp4", "mov", "webm", "mkv")) and k != "webm-vp8"]
 
 
 def seeks_to_the_clip(data: bytes, caplog: pytest.LogCaptureFixture) -> np.ndarray:

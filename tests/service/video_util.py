@@ -31,6 +31,11 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "mp4-av1": ("mp4", "libsvtav1", "yuv420p"),
     "webm-av1": ("webm", "libsvtav1", "yuv420p"),
     "mov-prores": ("mov", "prores_ks", "yuv422p10le"),
+    "mp4-h264-444": ("mp4", "libx264", "yuv444p"),  # High 4:4:4, screen recorders
+    "mov-h264-422-10bit": ("mov", "libx264", "yuv422p10le"),  # cameras' 10-bit 4:2:2
+    "mov-mjpeg": ("mov", "mjpeg", "yuvj422p"),  # older cameras and webcams
+    "mkv-h264": ("matroska", "libx264", "yuv420p"),  # OBS and screen recorders
+    "webm-vp9-alpha": ("webm", "libvpx-vp9", "yuva420p"),  # transparent video (the alpha is not used)
     "gif": ("gif", "gif", "rgb8"),
 }
 
