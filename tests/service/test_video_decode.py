@@ -241,3 +241,21 @@ def test_a_gif_pixel_aspect_byte_is_ignored_as_browsers_do():
     assert stored_sample_aspect(tagged) == 2
     clip = decode_video(tagged, 0, options())
     assert clip[:, :, :2].mean() > 200 and clip[:, :, -2:].mean() > 200
+
+
+ODD_SHAPES = [(1024, 2), (2, 1024), (4000, 16), (16, 4000), (1, 1), (3, 5)]
+SHAPE_CASES = [
+    pytest.param(kind, w, h, id=f"{kind}-{w}x{h}")
+    for kind in ("webm-vp9", "gif", "mp4-h264")
+    if kind in AVAILABLE
+    for w, h in ODD_SHAPES
+    if kind != "mp4-h264" or (w % 2 == 0 and h % 2 == 0)  # H.264 4:2:0 needs even sides
+]
+
+
+@pytest.mark.parametrize(("kind", "width", "height"), SHAPE_CASES)
+def test_elongated_and_tiny_frames_give_a_full_clip(kind, width, height):
+    """Every shape a codec accepts, 1 x 1 to 4000 x 16, becomes the model's square clip (frames go
+    through the image path's bounded resize, so a 2 px strip costs no more than its pixels)."""
+    clip = decode_video(make_video(kind, frames=6, width=width, height=height), 0, options())
+    assert clip.shape == (4, 32, 32, 3) and clip.dtype == np.uint8
