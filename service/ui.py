@@ -24,8 +24,8 @@ MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
 }
 # Only our own files, only our own origin; pictures and (for a video model) videos come from the
-# user's files (blob:). The page's
-# API key never leaves for another origin, and the page cannot be framed by another site.
+# user's files (blob:). The page's API key never leaves for another origin, and the page cannot be
+# framed by another site.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; "

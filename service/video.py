@@ -107,12 +107,16 @@ def _open_stream(data: bytes, fmt: str, index: int) -> tuple[av.container.InputC
         container.close()
         raise InvalidVideo(f"video {index} has no video stream", index=index)
     stream = container.streams.video[0]
-    # The format's name, not the decoder's: PyAV decodes AV1 with libdav1d, named "libdav1d".
-    codec = stream.codec_context.codec.canonical_name if stream.codec_context else "unknown"
+    codec = _codec_name(stream)
     if codec not in CODECS:
         container.close()
         raise UnsupportedMediaType(f"video {index} uses codec {codec!r}; supported: {', '.join(CODECS)}", index=index)
     return container, stream
+
+
+def _codec_name(stream: av.VideoStream) -> str:
+    """The format's name, not the decoder's: PyAV decodes AV1 with libdav1d, named "libdav1d"."""
+    return stream.codec_context.codec.canonical_name if stream.codec_context else "unknown"
 
 
 def _check_pixels(width: int, height: int, index: int, options: VideoOptions) -> None:
@@ -159,8 +163,8 @@ def _count_frames(
             _check_time(deadline, index, options)
         if stream.frames and count < stream.frames:
             raise InvalidVideo(f"video {index} is truncated: {count} of {stream.frames} frames present", index=index)
-        codec = stream.codec_context.codec.canonical_name
-        return count, FrameIndex.of(pts, keys) if fmt in SEEKABLE and codec not in NO_SEEK_CODECS else None
+        seekable = fmt in SEEKABLE and _codec_name(stream) not in NO_SEEK_CODECS
+        return count, FrameIndex.of(pts, keys) if seekable else None
 
 
 def _decode_frames(
@@ -197,7 +201,7 @@ def _decode_frames(
                 return _decode_frames(data, fmt, index, options, deadline, count)
         for frame in container.decode(stream):
             _check_pixels(frame.width, frame.height, index, options)
-            at = decoded if positions is None else positions.get(frame.pts, -1) if frame.pts is not None else -1
+            at = decoded if positions is None else positions.get(frame.pts, -1)  # pts None: not in it either
             if positions is not None and at <= last:  # not the frame the index says: trust no more of it
                 break
             if at in needed:
@@ -235,8 +239,8 @@ def as_displayed(
 
 def _check_complete(data: bytes, fmt: str, index: int) -> None:
     """Truncation that demuxers let pass silently: MP4/MOV boxes, AVI's RIFF chunks and a Matroska
-    segment of declared size must fit in the bytes sent (live recordings declare no segment size); a GIF must end in
-    its trailer."""
+    segment of declared size must fit in the bytes sent (live recordings declare no segment size),
+    a fragmented MP4 must not end in a fragment's header, and a GIF's blocks must run to its trailer."""
     if fmt == "mov":
         end, last = _iso_boxes_end(data)
         if end > len(data):
