@@ -11,7 +11,7 @@ import time
 import av
 import numpy as np
 import pytest
-from video_util import AVAILABLE, frame_pixels, make_live_webm, make_mp4, make_video
+from video_util import AVAILABLE, cycling_pixels, make_live_webm, make_mp4, make_video
 
 from jepa.config import Temporal, vjepa2_preprocess
 from jepa.preprocess import prepare_image
@@ -85,13 +85,9 @@ def test_a_live_webm_without_cues_or_sizes_seeks_to_the_same_clip(caplog):
     np.testing.assert_array_equal(seeks_to_the_clip(data, caplog), every_frame_clip(data))
 
 
-def cycling_levels(i: int, width: int, height: int) -> np.ndarray:
-    return frame_pixels(i % 28, width, height)  # levels stay under 255
-
-
 def test_the_clip_is_the_frames_sampled_by_index_through_the_seek(caplog):
     """Each kept frame is the one its index names: frame i's grey is 9 * (i mod 28)."""
-    data = make_video("mp4-h264", frames=150, gop=10, pixels=cycling_levels)
+    data = make_video("mp4-h264", frames=150, gop=10, pixels=cycling_pixels)
     clip = seeks_to_the_clip(data, caplog)
     picked = sample_indices(150, TEMPORAL.frames_per_clip, TEMPORAL.frame_step)
     assert [round(float(np.median(f[8:])) / 9) for f in clip] == [i % 28 for i in picked]

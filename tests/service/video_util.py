@@ -67,24 +67,32 @@ def make_video(
     pixels: Callable[[int, int, int], np.ndarray] = frame_pixels,
     sample_aspect: Fraction | None = None,
     gop: int | None = None,
+    muxer: dict[str, str] | None = None,
 ) -> bytes:
     """``frames`` frames of ``pixels(i, width, height)``; ``sample_aspect`` tags the stream's pixels
     as that many times wider than tall (anamorphic video); ``gop``: a keyframe every that many
-    frames (else the encoder's default, often one for the whole video)."""
+    frames (else the encoder's default, often one for the whole video); ``muxer``: the container's
+    options (FFmpeg's MP4 ``faststart`` rewrites the file it wrote, so this writes a real file)."""
     fmt, codec, pix_fmt = KINDS[kind]
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if sample_aspect is not None:
-            stream.codec_context.sample_aspect_ratio = sample_aspect
-        if gop is not None:
-            stream.options = {"g": str(gop)}
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(pixels(i, width, height), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return buf.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"clip.{fmt}"
+        with av.open(str(path), "w", format=fmt, options=muxer or {}) as container:
+            stream = container.add_stream(codec, rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+            if sample_aspect is not None:
+                stream.codec_context.sample_aspect_ratio = sample_aspect
+            if gop is not None:
+                stream.options = {"g": str(gop)}
+            for i in range(frames):
+                frame = av.VideoFrame.from_ndarray(pixels(i, width, height), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+
+def cycling_pixels(i: int, width: int, height: int) -> np.ndarray:
+    """:func:`frame_pixels` of ``i mod 28``, so long videos keep levels under 255."""
+    return frame_pixels(i % 28, width, height)
 
 
 def make_audio_only() -> bytes:
@@ -120,33 +128,15 @@ def with_track_matrix(data: bytes, matrix: tuple[int, ...]) -> bytes:
 MP4_LAYOUTS = {"faststart": "faststart", "fragmented": "frag_keyframe+empty_moov+default_base_moof"}
 
 
-def make_mp4(layout: str, frames: int = 24, width: int = 64, height: int = 48) -> bytes:
-    """An H.264 MP4 of :func:`frame_pixels` in ``layout`` (FFmpeg's faststart rewrites the file it
-    wrote, so this goes through a temporary file)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clip.mp4"
-        with av.open(str(path), "w", format="mp4", options={"movflags": MP4_LAYOUTS[layout]}) as container:
-            stream = container.add_stream("libx264", rate=12)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"g": "6"}
-            for i in range(frames):
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")))
-            container.mux(stream.encode())
-        return path.read_bytes()
+def make_mp4(layout: str, frames: int = 24) -> bytes:
+    """An H.264 MP4 of :func:`frame_pixels` in ``layout``, a keyframe every 6 frames."""
+    return make_video("mp4-h264", frames, gop=6, muxer={"movflags": MP4_LAYOUTS[layout]})
 
 
 def make_live_webm(frames: int = 150, gop: int = 10) -> bytes:
     """A VP9 WebM as a live recorder writes it (FFmpeg's ``live`` option): sizes unknown, no cues,
     so a seek has to scan for its keyframe."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="webm", options={"live": "1"}) as container:
-        stream = container.add_stream("libvpx-vp9", rate=12)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.options = {"g": str(gop)}
-        for i in range(frames):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame_pixels(i % 28, 64, 48), format="rgb24")))
-        container.mux(stream.encode())
-    return buf.getvalue()
+    return make_video("webm-vp9", frames, gop=gop, pixels=cycling_pixels, muxer={"live": "1"})
 
 
 def top_level_boxes(data: bytes) -> list[tuple[bytes, int]]:
