@@ -100,8 +100,8 @@ function noun(count) {
 function unpack(body) {
   const d = body.dim, n = body.data.length;
   const [rows, gw] = body.grid.slice(-2);
-  const tubelets = body.grid.length === 3 ? body.grid[0] : 1;
-  const tubelet = Math.floor(tubelets / 2);
+  const clips = body.grid.length === 3;
+  const tubelet = clips ? Math.floor(body.grid[0] / 2) : 0;
   const tokens = rows * gw;
   const globals = new Float32Array(n * d);
   const patches = new Float32Array(n * tokens * d);
@@ -110,7 +110,7 @@ function unpack(body) {
     const all = decodeFloat32(item.patch_embeddings);
     patches.set(all.subarray(tubelet * tokens * d, (tubelet + 1) * tokens * d), i * tokens * d);
   });
-  return { n, d, tokens, gw, rows, grid: body.grid, tubelet: body.grid.length === 3 ? tubelet : null, globals, patches };
+  return { n, d, tokens, gw, rows, grid: body.grid, tubelet: clips ? tubelet : null, globals, patches };
 }
 
 async function show(files, body) {
@@ -130,10 +130,10 @@ async function show(files, body) {
   await drawCards(files, colours, p.k);
   drawSimilarity(similarity, files);
   const pct = p.explained.map((e) => `${(100 * e).toFixed(1)}%`).join(", ");
-  const tubelet = r.tubelet === null ? "" : ` Maps: tubelet ${r.tubelet + 1} of ${r.grid[0]}, the middle of each clip.`;
+  const maps = r.tubelet === null ? "" : ` Maps: tubelet ${r.tubelet + 1} of ${r.grid[0]}, the middle of each clip.`;
   $("status").textContent = `${r.n} ${noun(r.n)} embedded in ${ui.latencyMs.toFixed(0)} ms ` +
     `(request round trip); PCA and similarities in the browser took ${ui.mathMs.toFixed(0)} ms. ` +
-    `The three colour components explain ${pct} of the patch variance.${tubelet}`;
+    `The three colour components explain ${pct} of the patch variance.${maps}`;
   $("heat-legend").textContent = "";
   $("results").hidden = false;
   ui.status = "ready";
